@@ -1,0 +1,113 @@
+// Builds the HTTP application: request ids and logs, error mapping, docs, metrics and routes.
+// It never listens and never reads the environment; main.ts does that.
+import { openapi } from "@elysiajs/openapi";
+import { Elysia } from "elysia";
+import type { Claimer } from "./coupons/claimer";
+import { couponRoutes } from "./coupons/routes";
+import type { Database } from "./db/client";
+import { isDatabaseUnavailable } from "./db/errors";
+import { AppError, problemResponse } from "./errors";
+import { healthRoutes } from "./health/routes";
+import { readJsonBody } from "./http/body";
+import { toAppError } from "./http/problems";
+import { errorFields, type Logger } from "./log";
+import type { Metrics } from "./metrics/metrics";
+
+export interface AppDeps {
+  db: Database;
+  log: Logger;
+  metrics: Metrics;
+  claimer: Claimer;
+  adminToken?: string;
+  isDraining?: () => boolean;
+}
+
+interface RequestState {
+  id: string;
+  start: number;
+  /** The status onError answered with; Elysia's own view of it (422, 200 for 404s) is pre-mapping. */
+  errorStatus?: number;
+}
+
+// An incoming X-Request-Id is honoured only if it is short and printable, so it is safe to log and echo.
+const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
+
+/** Creates the application; `app.handle(request)` serves a request, `app.listen()` is the caller's. */
+export function createApp(deps: AppDeps) {
+  const { log, metrics } = deps;
+  const requests = new WeakMap<Request, RequestState>();
+
+  return new Elysia()
+    .onRequest(({ request, set }) => {
+      const incoming = request.headers.get("x-request-id");
+      const id = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+      requests.set(request, { id, start: performance.now() });
+      set.headers["x-request-id"] = id;
+    })
+    .onParse(({ request }) => readJsonBody(request))
+    .onError(({ code, error, request, path }) => {
+      const state = requests.get(request);
+      const requestId = state?.id;
+      let appError = toAppError(code, error);
+      if (!appError && isDatabaseUnavailable(error)) {
+        log.warn("database unavailable", { request_id: requestId, path, ...errorFields(error) });
+        appError = new AppError("SERVICE_UNAVAILABLE", "The database is unavailable; retry shortly.", {
+          retryAfter: 1,
+        });
+      }
+      if (!appError) {
+        log.error("unhandled error", { request_id: requestId, method: request.method, path, ...errorFields(error) });
+        appError = new AppError("INTERNAL_ERROR", "An unexpected error occurred. It has been logged.");
+      }
+      if (state) state.errorStatus = appError.status;
+      return problemResponse(appError, path, requestId);
+    })
+    .onAfterResponse(({ request, route, set, responseValue }) => {
+      const state = requests.get(request);
+      if (!state) return;
+      const status =
+        state.errorStatus ?? (responseValue instanceof Response ? responseValue.status : Number(set.status ?? 200));
+      const seconds = (performance.now() - state.start) / 1000;
+      const label = route || "unmatched"; // unknown paths share one label: no unbounded cardinality
+      metrics.requestDuration.observe({ method: request.method, route: label, status: String(status) }, seconds);
+      log.info("request", {
+        request_id: state.id,
+        method: request.method,
+        route: label,
+        path: new URL(request.url).pathname,
+        status,
+        duration_ms: Math.round(seconds * 100_000) / 100,
+      });
+    })
+    .use(
+      openapi({
+        path: "/docs",
+        specPath: "/docs/json",
+        documentation: {
+          info: {
+            title: "Flash-sale coupon service",
+            version: "1.0.0",
+            description:
+              "Hands out limited coupons to many simultaneous users: never oversells, never lets a user claim twice. " +
+              "Every error is an RFC 9457 problem (application/problem+json) with a stable `code`.",
+          },
+          tags: [
+            { name: "coupons", description: "Create, claim and read coupons" },
+            { name: "health", description: "Liveness and readiness" },
+          ],
+        },
+        exclude: { paths: ["/metrics"] },
+      }),
+    )
+    .use(couponRoutes({ db: deps.db, claimer: deps.claimer, metrics, adminToken: deps.adminToken }))
+    .use(healthRoutes({ db: deps.db, isDraining: deps.isDraining ?? (() => false) }))
+    .get(
+      "/metrics",
+      async () =>
+        new Response(await metrics.registry.metrics(), {
+          headers: { "content-type": metrics.registry.contentType },
+        }),
+    );
+}
+
+export type App = ReturnType<typeof createApp>;

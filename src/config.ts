@@ -1,0 +1,56 @@
+// Environment read once at start-up and validated as a whole, so a misconfigured deployment
+// fails with every problem listed in one message instead of one at a time.
+import { type Static, Type } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
+import { logLevels } from "./log";
+
+const Int = (min: number, max: number, def: number, description: string) =>
+  Type.Integer({ minimum: min, maximum: max, default: def, description });
+
+export const ConfigSchema = Type.Object({
+  DATABASE_URL: Type.Optional(
+    Type.String({ pattern: "^postgres(ql)?://", description: "PostgreSQL URL; unset = embedded PGlite" }),
+  ),
+  DATA_DIR: Type.String({ minLength: 1, default: "./data", description: "PGlite data folder (embedded mode)" }),
+  PORT: Int(0, 65535, 3000, "HTTP port"),
+  HOST: Type.String({ minLength: 1, default: "0.0.0.0", description: "HTTP bind address" }),
+  LOG_LEVEL: Type.Union(
+    logLevels.map((level) => Type.Literal(level)),
+    { default: "info", description: "debug | info | warn | error | silent" },
+  ),
+  DATABASE_POOL_MAX: Int(1, 1000, 10, "PostgreSQL connections per instance"),
+  DATABASE_CONNECT_TIMEOUT_MS: Int(100, 600_000, 3000, "give up connecting after this long"),
+  DATABASE_STATEMENT_TIMEOUT_MS: Int(100, 600_000, 5000, "server-side statement_timeout"),
+  CLAIM_BATCH_MAX: Int(1, 10_000, 64, "claims decided per locked transaction on one coupon"),
+  CLAIM_QUEUE_MAX: Int(1, 1_000_000, 10_000, "claims waiting per coupon before 503"),
+  PENDING_MAX: Int(1, 10_000_000, 50_000, "claims waiting in the whole process before 503"),
+  SOLD_OUT_CACHE_MAX: Int(0, 10_000_000, 100_000, "claimers held in memory per sold-out coupon"),
+  REQUEST_TIMEOUT_MS: Int(100, 600_000, 10_000, "deadline for a request waiting on the database"),
+  SHUTDOWN_GRACE_MS: Int(0, 600_000, 10_000, "time given to in-flight requests on SIGTERM"),
+  ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: "Bearer token required to create coupons" })),
+});
+
+export type Config = Static<typeof ConfigSchema>;
+
+/** Reads and validates the configuration; throws one Error listing every invalid variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const raw: Record<string, string> = {};
+  const candidate: Record<string, unknown> = {};
+  for (const [key, schema] of Object.entries(ConfigSchema.properties)) {
+    const value = env[key];
+    if (value === undefined || value === "") continue;
+    raw[key] = value;
+    // Only plain decimal integers become numbers: "3.5", "1e3" or "10abc" stay strings and fail.
+    candidate[key] = schema.type === "integer" && /^[+-]?\d+$/.test(value) ? Number(value) : value;
+  }
+  Value.Default(ConfigSchema, candidate);
+  const problems = [...Value.Errors(ConfigSchema, candidate)].map((e) => {
+    const key = e.path.slice(1);
+    const expected = e.schema.anyOf
+      ? `expected one of ${e.schema.anyOf.map((s: { const: string }) => s.const).join(", ")}`
+      : e.message;
+    return `${key}=${JSON.stringify(raw[key])}: ${expected}`;
+  });
+  if (problems.length > 0) throw new Error(`Invalid configuration:\n  - ${problems.join("\n  - ")}`);
+  return candidate as Config;
+}

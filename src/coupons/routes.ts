@@ -1,0 +1,117 @@
+// HTTP for coupons: parse, call one domain function, map its result. Nothing else lives here.
+import { timingSafeEqual } from "node:crypto";
+import { Elysia } from "elysia";
+import type { Database } from "../db/client";
+import { AppError } from "../errors";
+import { ProblemSchema } from "../http/problems";
+import type { Metrics } from "../metrics/metrics";
+import type { Claimer } from "./claimer";
+import { createCoupon, getCoupon } from "./coupons";
+import { ClaimBody, ClaimCreated, CouponCreated, CouponDetails, CouponParams, CreateCouponBody } from "./model";
+
+export interface CouponRoutesDeps {
+  db: Database;
+  claimer: Claimer;
+  metrics: Metrics;
+  /** When set, creating a coupon requires `Authorization: Bearer <adminToken>`. */
+  adminToken?: string;
+}
+
+const problem = (description: string) => ({ ...ProblemSchema, description });
+
+const rejections = {
+  ALREADY_CLAIMED: "This user already holds this coupon.",
+  SOLD_OUT: "No stock left.",
+  COUPON_NOT_FOUND: "No such coupon.",
+} as const;
+
+/** Checks the bearer token in constant time (length leaks nothing useful: tokens are fixed-size secrets). */
+function requireToken(authorization: string | undefined, token: string): void {
+  const match = /^Bearer (.+)$/i.exec(authorization ?? "");
+  if (!match?.[1]) throw new AppError("UNAUTHORIZED", "Creating coupons requires Authorization: Bearer <token>.");
+  const given = Buffer.from(match[1]);
+  const expected = Buffer.from(token);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    throw new AppError("FORBIDDEN", "The bearer token is not valid for creating coupons.");
+  }
+}
+
+/** The coupon API under /api/coupons. */
+export function couponRoutes({ db, claimer, metrics, adminToken }: CouponRoutesDeps) {
+  return new Elysia({ prefix: "/api/coupons", tags: ["coupons"] })
+    .post(
+      "",
+      async ({ body, set, headers }) => {
+        if (adminToken) requireToken(headers.authorization, adminToken);
+        const created = await createCoupon(db, body.name, body.amount);
+        set.status = 201;
+        set.headers.location = `/api/coupons/${encodeURIComponent(created.name)}`;
+        return created;
+      },
+      {
+        body: CreateCouponBody,
+        response: {
+          201: CouponCreated,
+          400: problem("Invalid body (VALIDATION_FAILED)"),
+          401: problem("Missing bearer token, when ADMIN_TOKEN is set (UNAUTHORIZED)"),
+          403: problem("Wrong bearer token (FORBIDDEN)"),
+          409: problem("Name taken (COUPON_EXISTS)"),
+          413: problem("Body over 1 MiB (PAYLOAD_TOO_LARGE)"),
+          415: problem("Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)"),
+          500: problem("Unexpected failure (INTERNAL_ERROR)"),
+          503: problem("Database unavailable (SERVICE_UNAVAILABLE)"),
+        },
+        detail: { summary: "Create a coupon", description: "Creates a coupon with `amount` in stock." },
+      },
+    )
+    .post(
+      "/claim",
+      async ({ body, set }) => {
+        const decision = await claimer.claim(body.coupon_name, body.user_id);
+        metrics.claimOutcomes.inc({ outcome: decision.outcome });
+        switch (decision.outcome) {
+          case "created":
+            set.status = 201;
+            return {
+              user_id: body.user_id,
+              coupon_name: body.coupon_name,
+              claimed_at: (decision.claimedAt as Date).toISOString(),
+            };
+          case "already_claimed":
+            throw new AppError("ALREADY_CLAIMED", rejections.ALREADY_CLAIMED);
+          case "sold_out":
+            throw new AppError("SOLD_OUT", rejections.SOLD_OUT);
+          case "not_found":
+            throw new AppError("COUPON_NOT_FOUND", rejections.COUPON_NOT_FOUND);
+        }
+      },
+      {
+        body: ClaimBody,
+        response: {
+          201: ClaimCreated,
+          400: problem("Invalid body (VALIDATION_FAILED)"),
+          404: problem("No such coupon (COUPON_NOT_FOUND)"),
+          409: problem("ALREADY_CLAIMED (checked first, even when sold out) or SOLD_OUT"),
+          413: problem("Body over 1 MiB (PAYLOAD_TOO_LARGE)"),
+          415: problem("Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)"),
+          500: problem("Unexpected failure (INTERNAL_ERROR)"),
+          503: problem("Overloaded or database unavailable, with Retry-After; nothing applied"),
+        },
+        detail: {
+          summary: "Claim a coupon for a user",
+          description: "At most one claim per user per coupon; never more claims than stock.",
+        },
+      },
+    )
+    .get("/:name", ({ params }) => getCoupon(db, params.name), {
+      params: CouponParams,
+      response: {
+        200: CouponDetails,
+        400: problem("Invalid name (VALIDATION_FAILED)"),
+        404: problem("No such coupon (COUPON_NOT_FOUND)"),
+        500: problem("Unexpected failure (INTERNAL_ERROR)"),
+        503: problem("Database unavailable (SERVICE_UNAVAILABLE)"),
+      },
+      detail: { summary: "Read a coupon", description: "Stock and the user ids that claimed it, in claim order." },
+    });
+}

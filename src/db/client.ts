@@ -1,0 +1,100 @@
+// Opens the database the configuration names: a postgres.js pool for PostgreSQL, or an in-process
+// PGlite when DATABASE_URL is unset. Both give the same Drizzle API, so the domain code is shared.
+import { PGlite } from "@electric-sql/pglite";
+import { sql } from "drizzle-orm";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
+import postgres from "postgres";
+import type { Config } from "../config";
+import { runMigrations } from "./migrate";
+import { lockDataDir, pgliteAssets } from "./pglite";
+import * as schema from "./schema";
+
+export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+export interface DatabaseHandle {
+  db: Database;
+  kind: "postgres" | "pglite";
+  /** Runs the embedded migrations under a session advisory lock. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+}
+
+type PostgresOptions = Pick<
+  Config,
+  "DATABASE_POOL_MAX" | "DATABASE_CONNECT_TIMEOUT_MS" | "DATABASE_STATEMENT_TIMEOUT_MS"
+>;
+
+/** postgres.js options shared by the pool and the one-connection migration client. */
+export function postgresOptions(
+  config: PostgresOptions,
+  max: number,
+): postgres.Options<Record<string, postgres.PostgresType>> {
+  return {
+    max,
+    connect_timeout: config.DATABASE_CONNECT_TIMEOUT_MS / 1000,
+    idle_timeout: 60,
+    // The default backoff grows to 20 s between reconnects; a flash sale cannot wait that long.
+    backoff: (attempt) => Math.min(0.05 * 2 ** attempt, 1),
+    connection: {
+      application_name: "coupon-service",
+      statement_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS,
+      lock_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS,
+      idle_in_transaction_session_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS * 2,
+    },
+    onnotice: () => {},
+  };
+}
+
+/** Connects to PostgreSQL at `url` with a pool of DATABASE_POOL_MAX connections. */
+export function openPostgres(url: string, config: PostgresOptions): DatabaseHandle {
+  const client = postgres(url, postgresOptions(config, config.DATABASE_POOL_MAX));
+  const db = drizzlePostgres(client, { schema }) as unknown as Database;
+  return {
+    db,
+    kind: "postgres",
+    migrate: async () => {
+      // Migrations get their own single connection, so the session lock and the DDL share it.
+      const migrationClient = postgres(url, postgresOptions(config, 1));
+      try {
+        await runMigrations(drizzlePostgres(migrationClient, { schema }) as unknown as Database);
+      } finally {
+        await migrationClient.end({ timeout: 5 });
+      }
+    },
+    close: () => client.end({ timeout: 5 }),
+  };
+}
+
+/** Opens (creating if needed) the embedded PGlite database in `dataDir`; `memory://` keeps it in RAM. */
+export async function openPglite(dataDir: string): Promise<DatabaseHandle> {
+  const unlock = dataDir.startsWith("memory://") ? () => {} : lockDataDir(dataDir);
+  try {
+    const client = await PGlite.create({ dataDir, ...(await pgliteAssets()) });
+    const db = drizzlePglite(client, { schema }) as unknown as Database;
+    const close = async () => {
+      await client.close();
+      unlock();
+    };
+    return { db, kind: "pglite", migrate: () => runMigrations(db), close };
+  } catch (error) {
+    unlock();
+    throw error;
+  }
+}
+
+/** Opens whichever database the configuration asks for. */
+export function openDatabase(config: Config): Promise<DatabaseHandle> | DatabaseHandle {
+  return config.DATABASE_URL ? openPostgres(config.DATABASE_URL, config) : openPglite(config.DATA_DIR);
+}
+
+/** Answers whether the database responds to a trivial query. */
+export async function ping(db: Database): Promise<boolean> {
+  try {
+    await db.execute(sql`select 1`);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,11 @@
+// The drizzle-kit migrations, embedded at build time so the compiled binary needs no files beside it.
+// Add a line here for each new file drizzle-kit generates; test/db/migrations.test.ts fails until you do.
+
+import m0000 from "../../drizzle/0000_init.sql" with { type: "text" };
+import journal from "../../drizzle/meta/_journal.json";
+
+export const embeddedJournal = journal;
+
+export const embeddedSql: Record<string, string> = {
+  "0000_init": m0000,
+};

@@ -1,0 +1,36 @@
+// The two tables. Operators query them directly, so table and column names are part of the contract.
+import { sql } from "drizzle-orm";
+import { bigint, check, index, integer, pgTable, text, timestamp, unique } from "drizzle-orm/pg-core";
+
+export const coupons = pgTable(
+  "coupons",
+  {
+    name: text("name").primaryKey(),
+    amount: integer("amount").notNull(),
+    remainingAmount: integer("remaining_amount").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (table) => [
+    // The database itself refuses an oversell, whatever the application does.
+    check("coupons_remaining_amount_check", sql`${table.remainingAmount} BETWEEN 0 AND ${table.amount}`),
+  ],
+);
+
+export const claims = pgTable(
+  "claims",
+  {
+    // Claim order: a batch commits many claims with one now(), so created_at alone cannot order them.
+    id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+    userId: text("user_id").notNull(),
+    couponName: text("coupon_name")
+      .notNull()
+      .references(() => coupons.name),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (table) => [
+    // One claim per user per coupon, enforced by the schema.
+    unique("claims_user_id_coupon_name_key").on(table.userId, table.couponName),
+    // Serves claimed_by (claims of one coupon in claim order) and the foreign key.
+    index("claims_coupon_name_id_idx").on(table.couponName, table.id),
+  ],
+);

@@ -1,0 +1,40 @@
+// Liveness and readiness for orchestrators and load balancers.
+import { Elysia, t } from "elysia";
+import { type Database, ping } from "../db/client";
+import { migrationsApplied } from "../db/migrate";
+
+export interface HealthDeps {
+  db: Database;
+  /** True once shutdown has begun: readiness fails so load balancers stop sending traffic. */
+  isDraining: () => boolean;
+}
+
+const Status = t.Object({ status: t.String(), checks: t.Optional(t.Record(t.String(), t.String())) });
+
+/** GET /health/live (process up) and GET /health/ready (database answers, migrations applied, not draining). */
+export function healthRoutes({ db, isDraining }: HealthDeps) {
+  return new Elysia({ prefix: "/health", tags: ["health"] })
+    .get("/live", () => ({ status: "ok" }), {
+      response: { 200: Status },
+      detail: { summary: "Liveness: 200 while the process runs" },
+    })
+    .get(
+      "/ready",
+      async ({ set }) => {
+        if (isDraining()) {
+          set.status = 503;
+          return { status: "draining" };
+        }
+        const database = (await ping(db)) ? "ok" : "unreachable";
+        const migrations =
+          database === "ok" ? ((await migrationsApplied(db).catch(() => false)) ? "ok" : "pending") : "unknown";
+        const ready = database === "ok" && migrations === "ok";
+        set.status = ready ? 200 : 503;
+        return { status: ready ? "ready" : "not ready", checks: { database, migrations } };
+      },
+      {
+        response: { 200: Status, 503: Status },
+        detail: { summary: "Readiness: 200 when the database answers and migrations are applied, else 503" },
+      },
+    );
+}

@@ -1,0 +1,38 @@
+// The JSON body parser for every write: JSON only (415 otherwise), at most 1 MiB (413), malformed
+// JSON is a validation failure, and so is any JSON that is not an object (every body here is one;
+// checked here because Elysia would silently turn an array or null into {} before validating). Reading the stream ourselves bounds memory even without Content-Length.
+import { AppError } from "../errors";
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+const tooLarge = () => new AppError("PAYLOAD_TOO_LARGE", `The request body exceeds ${MAX_BODY_BYTES} bytes.`);
+
+/** Parses a request body as JSON under the rules above. */
+export async function readJsonBody(request: Request): Promise<unknown> {
+  const type = request.headers.get("content-type")?.split(";")[0]?.trim().toLowerCase();
+  if (type !== "application/json") {
+    throw new AppError("UNSUPPORTED_MEDIA_TYPE", "Send the body as JSON with Content-Type: application/json.");
+  }
+  const declared = Number(request.headers.get("content-length") ?? 0);
+  if (declared > MAX_BODY_BYTES) throw tooLarge();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (request.body) {
+    for await (const chunk of request.body) {
+      size += chunk.byteLength;
+      if (size > MAX_BODY_BYTES) throw tooLarge();
+      chunks.push(chunk);
+    }
+  }
+  const text = Buffer.concat(chunks, size).toString("utf8");
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new AppError("VALIDATION_FAILED", "body: the request body is not valid JSON.");
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new AppError("VALIDATION_FAILED", "body: expected a JSON object.");
+  }
+  return body;
+}

@@ -1,0 +1,89 @@
+// The only file with side effects: config -> database -> migrate -> app.listen -> graceful shutdown.
+// `coupon-service healthcheck` instead probes /health/ready (distroless images have no curl).
+import { createApp } from "./app";
+import { loadConfig } from "./config";
+import { createClaimer } from "./coupons/claimer";
+import { openDatabase } from "./db/client";
+import { createLogger, errorFields } from "./log";
+import { createMetrics } from "./metrics/metrics";
+
+/** Exits 0 when GET /health/ready on the configured port answers 200, else 1. */
+async function healthcheck(port: number): Promise<never> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${port}/health/ready`, { signal: AbortSignal.timeout(3000) });
+    process.exit(response.status === 200 ? 0 : 1);
+  } catch {
+    process.exit(1);
+  }
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  if (process.argv[2] === "healthcheck") await healthcheck(config.PORT);
+  const log = createLogger(config.LOG_LEVEL);
+
+  const database = await openDatabase(config);
+  if (database.kind === "pglite") {
+    log.warn("embedded database mode: PGlite in this process, single instance only", {
+      data_dir: config.DATA_DIR,
+      hint: "set DATABASE_URL=postgres://user:pass@host:5432/db to use PostgreSQL and run several replicas",
+    });
+  }
+  await database.migrate();
+  log.info("migrations applied", { database: database.kind });
+
+  let draining = false;
+  const claimer = createClaimer(database.db, {
+    batchMax: config.CLAIM_BATCH_MAX,
+    queueMax: config.CLAIM_QUEUE_MAX,
+    pendingMax: config.PENDING_MAX,
+    timeoutMs: config.REQUEST_TIMEOUT_MS,
+    soldOutCacheMax: config.SOLD_OUT_CACHE_MAX,
+    log,
+  });
+  const app = createApp({
+    db: database.db,
+    log,
+    metrics: createMetrics(),
+    claimer,
+    adminToken: config.ADMIN_TOKEN,
+    isDraining: () => draining,
+  }).listen({
+    hostname: config.HOST,
+    port: config.PORT,
+    // Elysia defaults to SO_REUSEPORT, which lets a second instance silently share the port (and, in
+    // embedded mode, the data folder). A taken port must fail start-up instead.
+    reusePort: false,
+  });
+  const server = app.server;
+  if (!server) throw new Error("the HTTP server did not start");
+  log.info("listening", { host: config.HOST, port: server.port, database: database.kind });
+
+  const shutdown = async (signal: string) => {
+    if (draining) return;
+    draining = true;
+    log.info("shutting down: draining in-flight requests", { signal, grace_ms: config.SHUTDOWN_GRACE_MS });
+    const grace = new Promise<"timeout">((resolve) => setTimeout(resolve, config.SHUTDOWN_GRACE_MS, "timeout"));
+    // stop(false): stop accepting, let in-flight requests finish and be answered.
+    const finished = Promise.all([server.stop(false), claimer.drain()]);
+    const outcome = await Promise.race([finished, grace]);
+    if (outcome === "timeout") {
+      log.warn("grace period over; closing remaining connections");
+      await server.stop(true);
+    }
+    await database.close();
+    log.info("stopped", { signal });
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+main().catch((error) => {
+  const log = createLogger("error");
+  log.error(
+    error instanceof Error && error.message.startsWith("Invalid configuration") ? error.message : "startup failed",
+    errorFields(error),
+  );
+  process.exit(1);
+});

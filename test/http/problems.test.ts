@@ -1,0 +1,65 @@
+import { describe, expect, it } from "bun:test";
+import { AppError, problemResponse, toProblem } from "../../src/errors";
+import { describeValidation, toAppError } from "../../src/http/problems";
+
+describe("toProblem", () => {
+  it("renders an RFC 9457 body whose status matches the code", () => {
+    const problem = toProblem(new AppError("SOLD_OUT", "No stock left."), "/api/coupons/claim", "r1");
+    expect(problem).toEqual({
+      type: "https://coupon-service.dev/problems/sold-out",
+      title: "Coupon sold out",
+      status: 409,
+      detail: "No stock left.",
+      code: "SOLD_OUT",
+      instance: "/api/coupons/claim",
+      request_id: "r1",
+    });
+  });
+});
+
+describe("problemResponse", () => {
+  it("sets the problem content type, Retry-After and the request id", async () => {
+    const res = problemResponse(new AppError("SERVICE_UNAVAILABLE", "later", { retryAfter: 2 }), "/x", "rid");
+    expect(res.status).toBe(503);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(res.headers.get("retry-after")).toBe("2");
+    expect(res.headers.get("x-request-id")).toBe("rid");
+    expect(((await res.json()) as { code: string }).code).toBe("SERVICE_UNAVAILABLE");
+  });
+});
+
+describe("describeValidation", () => {
+  it("names each field once, preferring a schema's own message", () => {
+    const text = describeValidation("body", [
+      { path: "/name", message: "Expected string to match '^…$'", schema: { error: "must be 1..128 characters" } },
+      { path: "/name", message: "another complaint about name" },
+      { path: "/amount", message: "Expected integer" },
+    ]);
+    expect(text).toBe("name: must be 1..128 characters; amount: Expected integer");
+  });
+
+  it("falls back to the location when there is no path", () => {
+    expect(describeValidation("params", [])).toBe("params: invalid");
+  });
+});
+
+describe("toAppError", () => {
+  it("passes AppErrors through", () => {
+    const error = new AppError("COUPON_EXISTS", "taken");
+    expect(toAppError("UNKNOWN", error)).toBe(error);
+  });
+
+  it("maps Elysia's validation, parse and not-found errors to the vocabulary", () => {
+    expect(
+      toAppError("VALIDATION", { type: "body", all: [{ path: "/amount", message: "Expected integer" }] })?.code,
+    ).toBe("VALIDATION_FAILED");
+    expect(toAppError("PARSE", new Error("Bad Request"))?.code).toBe("VALIDATION_FAILED");
+    const wrapped = new AppError("UNSUPPORTED_MEDIA_TYPE", "json only");
+    expect(toAppError("PARSE", new Error("Bad Request", { cause: wrapped }))).toBe(wrapped);
+    expect(toAppError("NOT_FOUND", new Error())?.status).toBe(404);
+  });
+
+  it("leaves an unexpected error unmapped, for the generic 500", () => {
+    expect(toAppError("UNKNOWN", new TypeError("boom"))).toBeUndefined();
+  });
+});

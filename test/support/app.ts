@@ -1,0 +1,37 @@
+// Builds the real app on a test database, either in-process (app.handle) or listening on a free port.
+import { createApp } from "../../src/app";
+import { type Claimer, type ClaimerOptions, createClaimer } from "../../src/coupons/claimer";
+import type { Database } from "../../src/db/client";
+import { createLogger, type Logger } from "../../src/log";
+import { createMetrics } from "../../src/metrics/metrics";
+
+export interface TestAppOptions extends Partial<ClaimerOptions> {
+  adminToken?: string;
+  isDraining?: () => boolean;
+  log?: Logger;
+}
+
+/** The app as main.ts wires it, with test-friendly defaults (silent logs). */
+export function buildApp(db: Database, options: TestAppOptions = {}) {
+  const log = options.log ?? createLogger("silent");
+  const claimer: Claimer = createClaimer(db, {
+    batchMax: 64,
+    queueMax: 10_000,
+    pendingMax: 50_000,
+    timeoutMs: 10_000,
+    soldOutCacheMax: 100_000,
+    log,
+    ...options,
+  });
+  const metrics = createMetrics();
+  const app = createApp({ db, log, metrics, claimer, adminToken: options.adminToken, isDraining: options.isDraining });
+  return { app, claimer, metrics };
+}
+
+/** Starts the app on 127.0.0.1 with a free port; returns its base URL and a stop function. */
+export function listen(app: ReturnType<typeof buildApp>["app"]) {
+  app.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = app.server?.port;
+  if (!port) throw new Error("app did not start listening");
+  return { baseUrl: `http://127.0.0.1:${port}`, stop: async () => void (await app.stop(true)) };
+}
