@@ -1,6 +1,5 @@
 // Builds the HTTP application: request ids and logs, error mapping, docs, metrics and routes.
 // It never listens and never reads the environment; main.ts does that.
-import { openapi } from "@elysiajs/openapi";
 import { Elysia } from "elysia";
 import type { Claimer } from "./coupons/claimer";
 import { couponRoutes } from "./coupons/routes";
@@ -9,6 +8,7 @@ import { isDatabaseUnavailable } from "./db/errors";
 import { AppError, problemResponse } from "./errors";
 import { healthRoutes } from "./health/routes";
 import { readJsonBody } from "./http/body";
+import { docs } from "./http/docs";
 import { toAppError } from "./http/problems";
 import { errorFields, type Logger } from "./log";
 import type { Metrics } from "./metrics/metrics";
@@ -79,26 +79,7 @@ export function createApp(deps: AppDeps) {
         duration_ms: Math.round(seconds * 100_000) / 100,
       });
     })
-    .use(
-      openapi({
-        path: "/docs",
-        specPath: "/docs/json",
-        documentation: {
-          info: {
-            title: "Flash-sale coupon service",
-            version: "1.0.0",
-            description:
-              "Hands out limited coupons to many simultaneous users: never oversells, never lets a user claim twice. " +
-              "Every error is an RFC 9457 problem (application/problem+json) with a stable `code`.",
-          },
-          tags: [
-            { name: "coupons", description: "Create, claim and read coupons" },
-            { name: "health", description: "Liveness and readiness" },
-          ],
-        },
-        exclude: { paths: ["/metrics"] },
-      }),
-    )
+    .use(docs())
     .use(couponRoutes({ db: deps.db, claimer: deps.claimer, metrics, adminToken: deps.adminToken }))
     .use(healthRoutes({ db: deps.db, isDraining: deps.isDraining ?? (() => false) }))
     .get(

@@ -11,3 +11,11 @@ declare module "*.data" {
   const path: string;
   export default path;
 }
+declare module "*.js" {
+  const path: string;
+  export default path;
+}
+declare module "*.css" {
+  const path: string;
+  export default path;
+}

@@ -216,9 +216,17 @@ describe("the rest of the surface", () => {
     expect(res.body.paths["/api/coupons/{name}"].get.responses).toHaveProperty("404");
   });
 
-  it("serves the docs UI", async () => {
+  it("serves the docs UI with its assets from the service itself, never from a CDN", async () => {
     const res = await api.get("/docs");
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toContain("text/html");
+    const assets = [...(res.body as string).matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1] as string);
+    expect(assets.sort()).toEqual(["/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"]);
+    for (const asset of assets) {
+      const file = await api.get(asset);
+      expect(file.status).toBe(200);
+      expect((file.body as string).length).toBeGreaterThan(100_000);
+    }
+    expectProblem(await api.get("/docs/assets/other.js"), 404, "NOT_FOUND");
   });
 });

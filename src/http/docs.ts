@@ -1,0 +1,52 @@
+// The API documentation: GET /docs (Swagger UI) and GET /docs/json (OpenAPI 3, generated from the
+// routes' TypeBox schemas). The UI's JavaScript and CSS are embedded in the binary and served from
+// /docs/assets, so the page works on a machine with no internet (the plugin's default is a CDN).
+import { openapi } from "@elysiajs/openapi";
+import { Elysia } from "elysia";
+import cssPath from "../../node_modules/swagger-ui-dist/swagger-ui.css" with { type: "file" };
+import bundlePath from "../../node_modules/swagger-ui-dist/swagger-ui-bundle.js" with { type: "file" };
+import { AppError } from "../errors";
+
+const ASSETS = "/docs/assets";
+
+const assets: Record<string, { path: string; type: string }> = {
+  "swagger-ui-bundle.js": { path: bundlePath, type: "text/javascript; charset=utf-8" },
+  "swagger-ui.css": { path: cssPath, type: "text/css; charset=utf-8" },
+};
+
+/** The docs routes, to `.use()` after every documented route's plugin is known. */
+export function docs() {
+  return new Elysia()
+    .use(
+      openapi({
+        path: "/docs",
+        specPath: "/docs/json",
+        provider: "swagger-ui",
+        swagger: {
+          cdn: `${ASSETS}/swagger-ui-bundle.js`,
+          theme: `${ASSETS}/swagger-ui.css`,
+          autoDarkMode: false,
+        },
+        documentation: {
+          info: {
+            title: "Flash-sale coupon service",
+            version: "1.0.0",
+            description:
+              "Hands out limited coupons to many simultaneous users: never oversells, never lets a user claim twice. " +
+              "Every error is an RFC 9457 problem (application/problem+json) with a stable `code` to branch on.",
+          },
+          tags: [
+            { name: "coupons", description: "Create, claim and read coupons" },
+            { name: "health", description: "Liveness and readiness" },
+          ],
+        },
+        exclude: { paths: ["/metrics", new RegExp(`^${ASSETS}`)] },
+      }),
+    )
+    .get(`${ASSETS}/:file`, ({ params, set }) => {
+      const asset = assets[params.file];
+      if (!asset) throw new AppError("NOT_FOUND", "No such documentation asset.");
+      set.headers["cache-control"] = "public, max-age=86400";
+      return new Response(Bun.file(asset.path), { headers: { "content-type": asset.type } });
+    });
+}
