@@ -20,6 +20,8 @@ export interface AppDeps {
   claimer: Claimer;
   adminToken?: string;
   isDraining?: () => boolean;
+  /** Deadline for requests that wait on the database (default 10 s). */
+  requestTimeoutMs?: number;
 }
 
 interface RequestState {
@@ -32,9 +34,26 @@ interface RequestState {
 // An incoming X-Request-Id is honoured only if it is short and printable, so it is safe to log and echo.
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
 
+/** The problem for anything thrown while handling a request; never throws itself. */
+function mapError(log: Logger, code: string | number, error: unknown, context: Record<string, unknown>): AppError {
+  try {
+    const mapped = toAppError(code, error);
+    if (mapped) return mapped;
+    if (isDatabaseUnavailable(error)) {
+      log.warn("database unavailable", { ...context, ...errorFields(error) });
+      return new AppError("SERVICE_UNAVAILABLE", "The database is unavailable; retry shortly.", { retryAfter: 1 });
+    }
+    log.error("unhandled error", { ...context, ...errorFields(error) });
+  } catch (mappingFailure) {
+    log.error("error mapping failed", { ...context, ...errorFields(mappingFailure) });
+  }
+  return new AppError("INTERNAL_ERROR", "An unexpected error occurred. It has been logged.");
+}
+
 /** Creates the application; `app.handle(request)` serves a request, `app.listen()` is the caller's. */
 export function createApp(deps: AppDeps) {
   const { log, metrics } = deps;
+  const requestTimeoutMs = deps.requestTimeoutMs ?? 10_000;
   const requests = new WeakMap<Request, RequestState>();
 
   return new Elysia()
@@ -47,20 +66,9 @@ export function createApp(deps: AppDeps) {
     .onParse(({ request }) => readJsonBody(request))
     .onError(({ code, error, request, path }) => {
       const state = requests.get(request);
-      const requestId = state?.id;
-      let appError = toAppError(code, error);
-      if (!appError && isDatabaseUnavailable(error)) {
-        log.warn("database unavailable", { request_id: requestId, path, ...errorFields(error) });
-        appError = new AppError("SERVICE_UNAVAILABLE", "The database is unavailable; retry shortly.", {
-          retryAfter: 1,
-        });
-      }
-      if (!appError) {
-        log.error("unhandled error", { request_id: requestId, method: request.method, path, ...errorFields(error) });
-        appError = new AppError("INTERNAL_ERROR", "An unexpected error occurred. It has been logged.");
-      }
+      const appError = mapError(log, code, error, { request_id: state?.id, method: request.method, path });
       if (state) state.errorStatus = appError.status;
-      return problemResponse(appError, path, requestId);
+      return problemResponse(appError, path, state?.id);
     })
     .onAfterResponse(({ request, route, set, responseValue }) => {
       const state = requests.get(request);
@@ -80,8 +88,14 @@ export function createApp(deps: AppDeps) {
       });
     })
     .use(docs())
-    .use(couponRoutes({ db: deps.db, claimer: deps.claimer, metrics, adminToken: deps.adminToken }))
-    .use(healthRoutes({ db: deps.db, isDraining: deps.isDraining ?? (() => false) }))
+    .use(couponRoutes({ db: deps.db, claimer: deps.claimer, metrics, adminToken: deps.adminToken, requestTimeoutMs }))
+    .use(
+      healthRoutes({
+        db: deps.db,
+        isDraining: deps.isDraining ?? (() => false),
+        probeTimeoutMs: Math.min(2000, requestTimeoutMs),
+      }),
+    )
     .get(
       "/metrics",
       async () =>

@@ -27,6 +27,7 @@ export const ConfigSchema = Type.Object({
   SOLD_OUT_CACHE_MAX: Int(0, 10_000_000, 100_000, "claimers held in memory per sold-out coupon"),
   REQUEST_TIMEOUT_MS: Int(100, 600_000, 10_000, "deadline for a request waiting on the database"),
   SHUTDOWN_GRACE_MS: Int(0, 600_000, 10_000, "time given to in-flight requests on SIGTERM"),
+  SHUTDOWN_DELAY_MS: Int(0, 600_000, 0, "on SIGTERM, keep serving this long with readiness 503 first"),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: "Bearer token required to create coupons" })),
 });
 

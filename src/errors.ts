@@ -75,6 +75,7 @@ export function toProblem(error: AppError, instance?: string, requestId?: string
 export function problemResponse(error: AppError, instance?: string, requestId?: string): Response {
   const headers: Record<string, string> = { "content-type": "application/problem+json" };
   if (error.retryAfter !== undefined) headers["retry-after"] = String(error.retryAfter);
+  if (error.code === "UNAUTHORIZED") headers["www-authenticate"] = 'Bearer realm="coupon-service"'; // RFC 9110
   if (requestId) headers["x-request-id"] = requestId;
   return new Response(JSON.stringify(toProblem(error, instance, requestId)), {
     status: error.status,

@@ -48,6 +48,7 @@ async function main(): Promise<void> {
     claimer,
     adminToken: config.ADMIN_TOKEN,
     isDraining: () => draining,
+    requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
   }).listen({
     hostname: config.HOST,
     port: config.PORT,
@@ -61,17 +62,23 @@ async function main(): Promise<void> {
 
   const shutdown = async (signal: string) => {
     if (draining) return;
-    draining = true;
-    log.info("shutting down: draining in-flight requests", { signal, grace_ms: config.SHUTDOWN_GRACE_MS });
-    const grace = new Promise<"timeout">((resolve) => setTimeout(resolve, config.SHUTDOWN_GRACE_MS, "timeout"));
+    draining = true; // readiness answers 503 from now on, so load balancers stop sending
+    log.info("shutting down: draining in-flight requests", {
+      signal,
+      delay_ms: config.SHUTDOWN_DELAY_MS,
+      grace_ms: config.SHUTDOWN_GRACE_MS,
+    });
+    // Optionally keep accepting for a moment, for balancers that only learn from readiness polls.
+    await Bun.sleep(config.SHUTDOWN_DELAY_MS);
+    const deadline = Date.now() + config.SHUTDOWN_GRACE_MS;
+    const grace = Bun.sleep(config.SHUTDOWN_GRACE_MS).then(() => "timeout" as const);
     // stop(false): stop accepting, let in-flight requests finish and be answered.
     const finished = Promise.all([server.stop(false), claimer.drain()]);
-    const outcome = await Promise.race([finished, grace]);
-    if (outcome === "timeout") {
+    if ((await Promise.race([finished, grace])) === "timeout") {
       log.warn("grace period over; closing remaining connections");
       await server.stop(true);
     }
-    await database.close();
+    await database.close(Math.max(0, deadline - Date.now()));
     log.info("stopped", { signal });
     process.exit(0);
   };

@@ -32,7 +32,12 @@ interface DecisionRow {
  * an earlier copy in this batch) -> already_claimed; the first `remaining_amount` eligible users win;
  * everyone else -> sold_out.
  */
-export async function decideClaims(db: Database, couponName: string, userIds: string[]): Promise<BatchResult> {
+export async function decideClaims(
+  db: Database,
+  couponName: string,
+  userIds: string[],
+  signal?: AbortSignal,
+): Promise<BatchResult> {
   return db.transaction(async (tx) => {
     // Serialises every batch on this coupon across all replicas; other coupons are not blocked.
     // hashtextextended gives a 64-bit key, so two coupon names practically never share a lock.
@@ -89,6 +94,9 @@ export async function decideClaims(db: Database, couponName: string, userIds: st
       left join inserted i on i.user_id = req.user_id and w.ord = req.ord
       order by req.ord`,
     );
+    // The claimers were already answered 503 (deadline passed while the connection stalled): roll
+    // back rather than commit claims nobody was told about.
+    signal?.throwIfAborted();
     return {
       decisions: rows.map((row) => ({
         outcome: row.outcome,

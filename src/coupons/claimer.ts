@@ -15,7 +15,8 @@ export interface ClaimerOptions {
   queueMax: number;
   /** Claims waiting in the whole process before new ones are refused with 503. */
   pendingMax: number;
-  /** How long a claim may wait in the queue before it is answered 503 (nothing applied). */
+  /** Deadline of a claim from its arrival: queued past it -> 503, nothing applied; a batch still in
+   *  flight at its first claim's deadline is aborted (rolled back unless its COMMIT was already sent). */
   timeoutMs: number;
   soldOutCacheMax: number;
   log: Logger;
@@ -32,6 +33,7 @@ export interface Claimer {
 
 interface Waiter {
   userId: string;
+  deadline: number;
   resolve(decision: ClaimDecision): void;
   reject(error: AppError): void;
   timer: ReturnType<typeof setTimeout>;
@@ -50,16 +52,16 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
 
   // A unique violation means something bypassed the lock; fall back to one claim per transaction,
   // where the violation itself is the answer (already claimed).
-  async function decideBatch(couponName: string, userIds: string[]): Promise<BatchResult> {
+  async function decideBatch(couponName: string, userIds: string[], signal: AbortSignal): Promise<BatchResult> {
     try {
-      return await decide(db, couponName, userIds);
+      return await decide(db, couponName, userIds, signal);
     } catch (error) {
       if (pgErrorCode(error) !== UNIQUE_VIOLATION) throw error;
       if (userIds.length === 1) return { decisions: [{ outcome: "already_claimed" }], remaining: null };
       const decisions: ClaimDecision[] = [];
       let remaining: number | null = null;
       for (const userId of userIds) {
-        const single = await decideBatch(couponName, [userId]);
+        const single = await decideBatch(couponName, [userId], signal);
         decisions.push(...single.decisions);
         remaining = single.remaining ?? remaining;
       }
@@ -70,26 +72,36 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
   async function run(couponName: string, queue: Waiter[]): Promise<void> {
     while (queue.length > 0) {
       const batch = queue.splice(0, options.batchMax).filter((waiter) => !waiter.expired);
-      for (const waiter of batch) clearTimeout(waiter.timer); // from here the statement timeout bounds it
+      for (const waiter of batch) clearTimeout(waiter.timer);
       if (batch.length === 0) continue;
+      // The batch lives until its oldest claim's deadline: a stalled connection cannot hold it longer.
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), Math.max(0, (batch[0] as Waiter).deadline - Date.now()));
       try {
-        const result = await decideBatch(
-          couponName,
-          batch.map((waiter) => waiter.userId),
-        );
+        const result = await Promise.race([
+          decideBatch(
+            couponName,
+            batch.map((waiter) => waiter.userId),
+            abort.signal,
+          ),
+          new Promise<never>((_, reject) => abort.signal.addEventListener("abort", () => reject(abort.signal.reason))),
+        ]);
         batch.forEach((waiter, i) => {
           waiter.resolve(result.decisions[i] as ClaimDecision);
         });
         if (result.remaining === 0) soldOut.markSoldOut(couponName);
       } catch (error) {
-        options.log.error("claim batch failed; nothing of it was applied", {
+        options.log.error("claim batch failed; its claims were answered 503", {
           coupon_name: couponName,
           batch_size: batch.length,
           ...errorFields(error),
         });
-        const failure = busy("The claim could not be processed right now; nothing was applied. Retry shortly.");
+        // Usually nothing was applied (the transaction rolled back); if the connection broke during
+        // COMMIT it may have been. Either way a retry is safe: it answers 201 or ALREADY_CLAIMED.
+        const failure = busy("The claim could not be confirmed; retrying it is safe.");
         for (const waiter of batch) waiter.reject(failure);
       } finally {
+        clearTimeout(timer);
         pending -= batch.length;
       }
     }
@@ -117,6 +129,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
       const decision = new Promise<ClaimDecision>((resolve, reject) => {
         const waiter: Waiter = {
           userId,
+          deadline: Date.now() + options.timeoutMs,
           resolve,
           reject,
           expired: false,

@@ -4,8 +4,10 @@ import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 
 // 1..128 UTF-16 code units with no control characters (C0, DEL, C1) and no unpaired surrogate halves,
-// which PostgreSQL's UTF-8 text could not store verbatim.
-const NAME_PATTERN = "^(?:[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]|[\\uD800-\\uDBFF][\\uDC00-\\uDFFF])*$";
+// which PostgreSQL's UTF-8 text could not store verbatim. "." and ".." are refused too: URL path
+// normalisation turns /api/coupons/. into another path, so such a coupon could never be read back.
+const NAME_PATTERN =
+  "^(?!\\.\\.?$)(?:[^\\u0000-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]|[\\uD800-\\uDBFF][\\uDC00-\\uDFFF])*$";
 const Name = (description: string, example: string) =>
   t.String({
     minLength: 1,
@@ -13,7 +15,7 @@ const Name = (description: string, example: string) =>
     pattern: NAME_PATTERN,
     description,
     examples: [example],
-    error: "must be 1..128 characters with no control characters",
+    error: 'must be 1..128 characters with no control characters, and not "." or ".."',
   });
 
 export const CouponName = Name("Coupon name: 1..128 characters, no control characters", "BLACK_FRIDAY");

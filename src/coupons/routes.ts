@@ -2,6 +2,7 @@
 import { timingSafeEqual } from "node:crypto";
 import { Elysia } from "elysia";
 import type { Database } from "../db/client";
+import { withDeadline } from "../db/deadline";
 import { AppError } from "../errors";
 import { ProblemSchema } from "../http/problems";
 import type { Metrics } from "../metrics/metrics";
@@ -15,6 +16,8 @@ export interface CouponRoutesDeps {
   metrics: Metrics;
   /** When set, creating a coupon requires `Authorization: Bearer <adminToken>`. */
   adminToken?: string;
+  /** How long a create or read may wait on the database before answering 503. */
+  requestTimeoutMs: number;
 }
 
 const problem = (description: string) => ({ ...ProblemSchema, description });
@@ -37,13 +40,13 @@ function requireToken(authorization: string | undefined, token: string): void {
 }
 
 /** The coupon API under /api/coupons. */
-export function couponRoutes({ db, claimer, metrics, adminToken }: CouponRoutesDeps) {
+export function couponRoutes({ db, claimer, metrics, adminToken, requestTimeoutMs }: CouponRoutesDeps) {
   return new Elysia({ prefix: "/api/coupons", tags: ["coupons"] })
     .post(
       "",
       async ({ body, set, headers }) => {
         if (adminToken) requireToken(headers.authorization, adminToken);
-        const created = await createCoupon(db, body.name, body.amount);
+        const created = await withDeadline(createCoupon(db, body.name, body.amount), requestTimeoutMs);
         set.status = 201;
         set.headers.location = `/api/coupons/${encodeURIComponent(created.name)}`;
         return created;
@@ -103,7 +106,7 @@ export function couponRoutes({ db, claimer, metrics, adminToken }: CouponRoutesD
         },
       },
     )
-    .get("/:name", ({ params }) => getCoupon(db, params.name), {
+    .get("/:name", ({ params }) => withDeadline(getCoupon(db, params.name), requestTimeoutMs), {
       params: CouponParams,
       response: {
         200: CouponDetails,

@@ -18,7 +18,8 @@ export interface DatabaseHandle {
   kind: "postgres" | "pglite";
   /** Runs the embedded migrations under a session advisory lock. */
   migrate(): Promise<void>;
-  close(): Promise<void>;
+  /** Closes the connections, waiting at most `timeoutMs` for queries still running (default 5 s). */
+  close(timeoutMs?: number): Promise<void>;
 }
 
 type PostgresOptions = Pick<
@@ -63,7 +64,7 @@ export function openPostgres(url: string, config: PostgresOptions): DatabaseHand
         await migrationClient.end({ timeout: 5 });
       }
     },
-    close: () => client.end({ timeout: 5 }),
+    close: (timeoutMs = 5000) => client.end({ timeout: timeoutMs / 1000 }),
   };
 }
 

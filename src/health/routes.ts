@@ -1,18 +1,21 @@
 // Liveness and readiness for orchestrators and load balancers.
 import { Elysia, t } from "elysia";
 import { type Database, ping } from "../db/client";
+import { withDeadline } from "../db/deadline";
 import { migrationsApplied } from "../db/migrate";
 
 export interface HealthDeps {
   db: Database;
   /** True once shutdown has begun: readiness fails so load balancers stop sending traffic. */
   isDraining: () => boolean;
+  /** A readiness probe that cannot get an answer this fast says 503 (a stalled database is not ready). */
+  probeTimeoutMs: number;
 }
 
 const Status = t.Object({ status: t.String(), checks: t.Optional(t.Record(t.String(), t.String())) });
 
 /** GET /health/live (process up) and GET /health/ready (database answers, migrations applied, not draining). */
-export function healthRoutes({ db, isDraining }: HealthDeps) {
+export function healthRoutes({ db, isDraining, probeTimeoutMs }: HealthDeps) {
   return new Elysia({ prefix: "/health", tags: ["health"] })
     .get("/live", () => ({ status: "ok" }), {
       response: { 200: Status },
@@ -25,9 +28,10 @@ export function healthRoutes({ db, isDraining }: HealthDeps) {
           set.status = 503;
           return { status: "draining" };
         }
-        const database = (await ping(db)) ? "ok" : "unreachable";
+        const answered = <T>(work: Promise<T>, fallback: T) => withDeadline(work, probeTimeoutMs).catch(() => fallback);
+        const database = (await answered(ping(db), false)) ? "ok" : "unreachable";
         const migrations =
-          database === "ok" ? ((await migrationsApplied(db).catch(() => false)) ? "ok" : "pending") : "unknown";
+          database === "ok" ? ((await answered(migrationsApplied(db), false)) ? "ok" : "pending") : "unknown";
         const ready = database === "ok" && migrations === "ok";
         set.status = ready ? 200 : 503;
         return { status: ready ? "ready" : "not ready", checks: { database, migrations } };

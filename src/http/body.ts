@@ -4,6 +4,9 @@
 import { AppError } from "../errors";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
+// No body of this API nests beyond 2 levels; deeper ones are abuse, and some validators and error
+// formatters recurse through them until the stack overflows.
+export const MAX_JSON_DEPTH = 32;
 
 const tooLarge = () => new AppError("PAYLOAD_TOO_LARGE", `The request body exceeds ${MAX_BODY_BYTES} bytes.`);
 
@@ -34,5 +37,26 @@ export async function readJsonBody(request: Request): Promise<unknown> {
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     throw new AppError("VALIDATION_FAILED", "body: expected a JSON object.");
   }
+  if (nestingDepth(text) > MAX_JSON_DEPTH) {
+    throw new AppError("VALIDATION_FAILED", `body: JSON nested deeper than ${MAX_JSON_DEPTH} levels.`);
+  }
   return body;
+}
+
+/** The deepest nesting of arrays and objects in valid JSON text (brackets inside strings ignored). */
+export function nestingDepth(json: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (inString) {
+      if (c === 92)
+        i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 || c === 123) deepest = Math.max(deepest, ++depth);
+    else if (c === 93 || c === 125) depth--;
+  }
+  return deepest;
 }

@@ -44,7 +44,12 @@ export function toAppError(code: string | number, error: unknown): AppError | un
   switch (code) {
     case "VALIDATION": {
       const v = error as { type?: string; all?: ValidationIssue[] };
-      return new AppError("VALIDATION_FAILED", describeValidation(v.type ?? "body", v.all ?? []));
+      try {
+        return new AppError("VALIDATION_FAILED", describeValidation(v.type ?? "body", v.all ?? []));
+      } catch {
+        // Elysia formats the offending value while listing issues; a pathological one can throw there.
+        return new AppError("VALIDATION_FAILED", `${v.type ?? "body"}: invalid`);
+      }
     }
     case "PARSE":
       // Elysia wraps whatever the body parser threw (415, 413, malformed JSON) in a ParseError.

@@ -116,7 +116,7 @@ describe("createClaimer", () => {
     expect(results.filter((r) => r.status === "rejected").length).toBe(2);
   });
 
-  it("answers 503 to a claim that waits past its deadline, and never applies it", async () => {
+  it("answers 503 at the deadline to claims queued or in flight, without waiting for a stalled batch", async () => {
     await createCoupon(database.handle.db, "slow", 10);
     let release!: () => void;
     const gate = new Promise<void>((resolve) => {
@@ -126,20 +126,34 @@ describe("createClaimer", () => {
       database.handle.db,
       options({
         timeoutMs: 50,
-        decide: async (db, coupon, users) => {
-          await gate; // the first transaction stalls past the others' deadline
-          return decideClaims(db, coupon, users);
+        decide: async (db, coupon, users, signal) => {
+          const result = await decideClaims(db, coupon, users);
+          await gate; // a stalled connection: the answer comes back after the deadline
+          signal?.throwIfAborted();
+          return result;
         },
       }),
     );
-    const first = claimer.claim("slow", "early");
-    const late = await settle([claimer.claim("slow", "late")]);
-    expect(((late[0] as PromiseRejectedResult).reason as AppError).code).toBe("SERVICE_UNAVAILABLE");
+    const started = Date.now();
+    const results = await settle([claimer.claim("slow", "in-flight"), claimer.claim("slow", "queued")]);
+    expect(Date.now() - started).toBeLessThan(1000);
+    for (const r of results) {
+      expect(((r as PromiseRejectedResult).reason as AppError).code).toBe("SERVICE_UNAVAILABLE");
+    }
     release();
-    expect((await first).outcome).toBe("created");
     await claimer.drain();
-    const rows = await database.sql`select user_id from claims where coupon_name = 'slow'`;
-    expect(rows.map((r) => r.user_id)).toEqual(["early"]);
+    expect((await claimer.claim("slow", "after")).outcome).toBe("created");
+  });
+
+  it("rolls back a batch whose deadline passed before it could commit", async () => {
+    await createCoupon(database.handle.db, "late-commit", 10);
+    const aborted = new AbortController();
+    aborted.abort();
+    const attempt = await decideClaims(database.handle.db, "late-commit", ["x"], aborted.signal).catch((e) => e);
+    expect(attempt).toBeInstanceOf(Error);
+    const rows = await database.sql`select count(*)::int as n from claims where coupon_name = 'late-commit'`;
+    expect(rows[0]?.n).toBe(0);
+    await expectStockInvariant(database.sql, "late-commit");
   });
 
   it("answers claims on a sold-out coupon without a transaction, holders first", async () => {

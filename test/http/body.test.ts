@@ -1,6 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { AppError } from "../../src/errors";
-import { MAX_BODY_BYTES, readJsonBody } from "../../src/http/body";
+import { MAX_BODY_BYTES, MAX_JSON_DEPTH, nestingDepth, readJsonBody } from "../../src/http/body";
 
 const post = (
   body: string | ReadableStream<Uint8Array> | null,
@@ -16,6 +16,14 @@ const codeOf = async (promise: Promise<unknown>) => {
     return error instanceof AppError ? error.code : String(error);
   }
 };
+
+describe("nestingDepth", () => {
+  it("counts arrays and objects, ignoring brackets inside strings and escapes", () => {
+    expect(nestingDepth('{"a":[1,{"b":2}]}')).toBe(3);
+    expect(nestingDepth('{"a":"[[[{{{\\"]]]"}')).toBe(1);
+    expect(nestingDepth("5")).toBe(0);
+  });
+});
 
 describe("readJsonBody", () => {
   it("parses a JSON object, with or without a charset", async () => {
@@ -34,6 +42,12 @@ describe("readJsonBody", () => {
     for (const body of ["{", "", "[1]", "null", '"s"', "42"]) {
       expect(await codeOf(readJsonBody(post(body)))).toBe("VALIDATION_FAILED");
     }
+  });
+
+  it("rejects JSON nested deeper than the limit, and accepts it at the limit", async () => {
+    const nested = (depth: number) => `{"a":${"[".repeat(depth - 1)}1${"]".repeat(depth - 1)}}`;
+    expect(await codeOf(readJsonBody(post(nested(MAX_JSON_DEPTH + 1))))).toBe("VALIDATION_FAILED");
+    expect(await readJsonBody(post(nested(MAX_JSON_DEPTH)))).toBeDefined();
   });
 
   it("rejects a declared length over 1 MiB before reading", async () => {

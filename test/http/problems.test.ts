@@ -59,6 +59,17 @@ describe("toAppError", () => {
     expect(toAppError("NOT_FOUND", new Error())?.status).toBe(404);
   });
 
+  it("still answers VALIDATION_FAILED when listing the issues itself throws", () => {
+    const exploding = {
+      type: "body",
+      get all(): never {
+        throw new RangeError("Maximum call stack size exceeded");
+      },
+    };
+    const error = toAppError("VALIDATION", exploding);
+    expect([error?.code, error?.message]).toEqual(["VALIDATION_FAILED", "body: invalid"]);
+  });
+
   it("leaves an unexpected error unmapped, for the generic 500", () => {
     expect(toAppError("UNKNOWN", new TypeError("boom"))).toBeUndefined();
   });

@@ -49,6 +49,8 @@ describe("POST /api/coupons", () => {
     ["a newline in the name", { name: "a\nb", amount: 5 }, "name"],
     ["an unpaired surrogate in the name", { name: "a\ud800b", amount: 5 }, "name"],
     ["a number as name", { name: 7, amount: 5 }, "name"],
+    ['the name "."', { name: ".", amount: 5 }, "name"],
+    ['the name ".."', { name: "..", amount: 5 }, "name"],
     ["a JSON array body", [1, 2], "body"],
     ["a JSON null body", null, "body"],
     ["a JSON string body", "coupon", "body"],

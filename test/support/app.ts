@@ -24,7 +24,15 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     ...options,
   });
   const metrics = createMetrics();
-  const app = createApp({ db, log, metrics, claimer, adminToken: options.adminToken, isDraining: options.isDraining });
+  const app = createApp({
+    db,
+    log,
+    metrics,
+    claimer,
+    adminToken: options.adminToken,
+    isDraining: options.isDraining,
+    requestTimeoutMs: options.timeoutMs,
+  });
   return { app, claimer, metrics };
 }
 

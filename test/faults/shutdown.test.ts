@@ -1,0 +1,103 @@
+// SIGTERM under load, on the real entry point (src/main.ts in a child process): readiness turns 503 at
+// once, in-flight claims finish and are answered, and the process exits 0 within its grace period.
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { join } from "node:path";
+import { createTestDatabase, type TestDatabase } from "../support/database";
+import { type Client, client } from "../support/http";
+import { expectStockInvariant } from "../support/invariant";
+import { type FaultProxy, startFaultProxy } from "../support/proxy";
+
+const MAIN = join(import.meta.dir, "../../src/main.ts");
+
+let database: TestDatabase;
+let proxy: FaultProxy;
+beforeAll(async () => {
+  database = await createTestDatabase();
+  proxy = await startFaultProxy(database.url);
+});
+afterAll(async () => {
+  await proxy.close();
+  await database.drop();
+});
+
+/** Starts the service on a free port with its database behind the proxy; resolves once it listens. */
+async function startService(env: Record<string, string>) {
+  const child = Bun.spawn(["bun", MAIN], {
+    env: { ...process.env, DATABASE_URL: proxy.url, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const lines: string[] = [];
+  const reader = (async () => {
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const chunk of child.stdout) {
+      buffer += decoder.decode(chunk);
+      const parts = buffer.split("\n");
+      buffer = parts.pop() ?? "";
+      lines.push(...parts);
+    }
+  })();
+  const deadline = Date.now() + 15_000;
+  let port: number | undefined;
+  while (!port && Date.now() < deadline) {
+    port = lines.map((l) => JSON.parse(l)).find((l) => l.msg === "listening")?.port;
+    if (!port) await Bun.sleep(20);
+  }
+  if (!port) throw new Error(`service did not start:\n${lines.join("\n")}`);
+  return { child, api: client(`http://127.0.0.1:${port}`), logs: () => reader.then(() => lines) };
+}
+
+/** Fires `count` concurrent claims on `coupon` with fresh users; each settles to a status or "no answer". */
+function claimBurst(api: Client, coupon: string, count: number, prefix: string) {
+  return Array.from({ length: count }, (_, i) =>
+    api.claim(`${prefix}-${i}`, coupon).then(
+      (res) => ({ user: `${prefix}-${i}`, status: res.status as number | "no answer" }),
+      () => ({ user: `${prefix}-${i}`, status: "no answer" as const }),
+    ),
+  );
+}
+
+describe("SIGTERM under load", () => {
+  it("turns readiness 503, answers every in-flight claim, and exits 0", async () => {
+    const { child, api, logs } = await startService({ SHUTDOWN_DELAY_MS: "400", SHUTDOWN_GRACE_MS: "8000" });
+    expect((await api.createCoupon("drain", 1000)).status).toBe(201);
+    expect((await Promise.all(claimBurst(api, "drain", 20, "before"))).every((r) => r.status === 201)).toBe(true);
+
+    proxy.stall(); // hold the next claims in flight inside the service
+    const inFlight = claimBurst(api, "drain", 30, "inflight");
+    await Bun.sleep(300);
+    child.kill("SIGTERM");
+    await Bun.sleep(100);
+    const ready = await api.get("/health/ready");
+    expect([ready.status, ready.body.status]).toEqual([503, "draining"]);
+    await Bun.sleep(400);
+    proxy.restore();
+
+    const answered = await Promise.all(inFlight);
+    expect(answered.map((r) => r.status)).toEqual(Array(30).fill(201));
+    expect(await child.exited).toBe(0);
+    const messages = (await logs()).map((l) => JSON.parse(l).msg);
+    expect(messages).toContain("shutting down: draining in-flight requests");
+    expect(messages.at(-1)).toBe("stopped");
+
+    const stored = await database.sql`select count(*)::int as n from claims where coupon_name = 'drain'`;
+    expect(stored[0]?.n).toBe(50);
+    await expectStockInvariant(database.sql, "drain");
+  }, 30_000);
+
+  it("gives up on requests stuck past the grace period and still exits 0 in time", async () => {
+    const { child, api } = await startService({ SHUTDOWN_GRACE_MS: "1000", REQUEST_TIMEOUT_MS: "60000" });
+    expect((await api.createCoupon("stuck", 10)).status).toBe(201);
+    proxy.stall();
+    const stuck = claimBurst(api, "stuck", 3, "stuck");
+    await Bun.sleep(200);
+    const killedAt = Date.now();
+    child.kill("SIGTERM");
+    expect(await child.exited).toBe(0);
+    expect(Date.now() - killedAt).toBeLessThan(1000 + 2500); // grace + closing the pool (its own bound)
+    await Promise.all(stuck);
+    proxy.restore();
+    await expectStockInvariant(database.sql, "stuck");
+  }, 30_000);
+});
