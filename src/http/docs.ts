@@ -26,6 +26,8 @@ export function docs() {
           cdn: `${ASSETS}/swagger-ui-bundle.js`,
           theme: `${ASSETS}/swagger-ui.css`,
           autoDarkMode: false,
+          // Absolute, so the page also works at /docs/ (the plugin's relative "docs/json" would not).
+          ...({ url: "/docs/json" } as object),
         },
         documentation: {
           info: {

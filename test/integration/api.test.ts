@@ -230,5 +230,7 @@ describe("the rest of the surface", () => {
       expect((file.body as string).length).toBeGreaterThan(100_000);
     }
     expectProblem(await api.get("/docs/assets/other.js"), 404, "NOT_FOUND");
+    // The spec address is absolute, so the page works at /docs/ too.
+    expect(res.body).toContain('"url":"/docs/json"');
   });
 });

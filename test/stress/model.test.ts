@@ -4,9 +4,9 @@
 // under every interleaving: its answers are those of SOME one-by-one order.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import fc from "fast-check";
-import { buildApp, listen } from "../support/app";
+import { serveForSuite } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
-import { type ApiResponse, type Client, client } from "../support/http";
+import type { ApiResponse, Client } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
 import { type ModelCoupon, modelClaim } from "../support/model";
 
@@ -168,21 +168,14 @@ async function runProgram(api: Client, prefix: string, waves: Op[][]): Promise<M
 
 for (const batchMax of [64, 1]) {
   describe(`random programs with CLAIM_BATCH_MAX=${batchMax}`, () => {
-    let api: Client;
-    let stop: () => Promise<void>;
-    beforeAll(() => {
-      const server = listen(buildApp(database.handle.db, { batchMax }).app);
-      api = client(server.baseUrl);
-      stop = server.stop;
-    });
-    afterAll(() => stop());
+    const server = serveForSuite(() => database.handle.db, { batchMax });
 
     for (const seed of [20_261_121, 7]) {
       it(`answers every wave as some sequential order would, and ends in the modelled state (seed ${seed})`, async () => {
         let run = 0;
         await fc.assert(
           fc.asyncProperty(program, async (waves) => {
-            const known = await runProgram(api, `model-${batchMax}-${seed}-${run++}`, waves);
+            const known = await runProgram(server.api, `model-${batchMax}-${seed}-${run++}`, waves);
             for (const [couponName, { holders }] of known) {
               await expectStockInvariant(database.sql, couponName);
               const rows = await database.sql<{ user_id: string }[]>`

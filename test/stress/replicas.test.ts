@@ -6,7 +6,7 @@ import { loadConfig } from "../../src/config";
 import { type DatabaseHandle, openPostgres } from "../../src/db/client";
 import { buildApp, listen } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
-import { type ApiResponse, type Client, client } from "../support/http";
+import { type Client, client, countStatus } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
 
 const REPLICAS = 3;
@@ -22,9 +22,6 @@ afterAll(async () => {
   await Promise.all(pools.map((pool) => pool.close()));
   await database.drop();
 });
-
-const count = (results: ApiResponse[], status: number, code?: string) =>
-  results.filter((r) => r.status === status && (code === undefined || r.body.code === code)).length;
 
 for (const [batchMax, rounds] of [
   [64, 3],
@@ -65,8 +62,8 @@ for (const [batchMax, rounds] of [
         expect((await via(round).createCoupon(coupon, 5)).status).toBe(201);
         const results = await Promise.all(Array.from({ length: 50 }, (_, i) => via(i).claim(`buyer-${i}`, coupon)));
 
-        expect(count(results, 201)).toBe(5);
-        expect(count(results, 409, "SOLD_OUT")).toBe(45);
+        expect(countStatus(results, 201)).toBe(5);
+        expect(countStatus(results, 409, "SOLD_OUT")).toBe(45);
         const winners = results.filter((r) => r.status === 201).map((r) => r.body.user_id as string);
         for (const replica of replicas) {
           const read = (await replica.getCoupon(coupon)).body;
@@ -81,8 +78,8 @@ for (const [batchMax, rounds] of [
         expect((await via(round).createCoupon(coupon, 10)).status).toBe(201);
         const results = await Promise.all(Array.from({ length: 10 }, (_, i) => via(i).claim("greedy", coupon)));
 
-        expect(count(results, 201)).toBe(1);
-        expect(count(results, 409, "ALREADY_CLAIMED")).toBe(9);
+        expect(countStatus(results, 201)).toBe(1);
+        expect(countStatus(results, 409, "ALREADY_CLAIMED")).toBe(9);
         expect((await via(round + 1).getCoupon(coupon)).body).toEqual({
           name: coupon,
           amount: 10,

@@ -1,9 +1,11 @@
 // Builds the real app on a test database, either in-process (app.handle) or listening on a free port.
+import { afterAll, beforeAll } from "bun:test";
 import { createApp } from "../../src/app";
 import { type Claimer, type ClaimerOptions, createClaimer } from "../../src/coupons/claimer";
 import type { Database } from "../../src/db/client";
 import { createLogger, type Logger } from "../../src/log";
 import { createMetrics } from "../../src/metrics/metrics";
+import { type Client, client } from "./http";
 
 export interface TestAppOptions extends Partial<ClaimerOptions> {
   adminToken?: string;
@@ -42,4 +44,17 @@ export function listen(app: ReturnType<typeof buildApp>["app"]) {
   const port = app.server?.port;
   if (!port) throw new Error("app did not start listening");
   return { baseUrl: `http://127.0.0.1:${port}`, stop: async () => void (await app.stop(true)) };
+}
+
+/** Serves the app over real HTTP for the enclosing describe block; `api` is ready inside its tests. */
+export function serveForSuite(db: () => Database, options: TestAppOptions = {}): { api: Client } {
+  const suite = {} as { api: Client };
+  let stop: () => Promise<void>;
+  beforeAll(() => {
+    const server = listen(buildApp(db(), options).app);
+    suite.api = client(server.baseUrl);
+    stop = server.stop;
+  });
+  afterAll(() => stop());
+  return suite;
 }

@@ -45,3 +45,7 @@ export function client(target: string | { handle: Handler }) {
 }
 
 export type Client = ReturnType<typeof client>;
+
+/** How many of `results` have `status` (and, if given, the problem `code`). */
+export const countStatus = (results: ApiResponse[], status: number, code?: string) =>
+  results.filter((r) => r.status === status && (code === undefined || r.body?.code === code)).length;
