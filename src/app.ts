@@ -5,7 +5,7 @@ import type { Claimer } from "./coupons/claimer";
 import { couponRoutes } from "./coupons/routes";
 import type { Database } from "./db/client";
 import { isDatabaseUnavailable } from "./db/errors";
-import { AppError, problemResponse } from "./errors";
+import { AppError, errorResponse } from "./errors";
 import { healthRoutes } from "./health/routes";
 import { readJsonBody } from "./http/body";
 import { docs } from "./http/docs";
@@ -68,7 +68,7 @@ export function createApp(deps: AppDeps) {
       const state = requests.get(request);
       const appError = mapError(log, code, error, { request_id: state?.id, method: request.method, path });
       if (state) state.errorStatus = appError.status;
-      return problemResponse(appError, path, state?.id);
+      return errorResponse(appError, path, state?.id);
     })
     .onAfterResponse(({ request, route, set, responseValue }) => {
       const state = requests.get(request);

@@ -59,26 +59,41 @@ export interface Problem {
   request_id?: string;
 }
 
-export function toProblem(error: AppError, instance?: string, requestId?: string): Problem {
+export function toProblem(code: ErrorCode, detail: string, instance?: string, requestId?: string): Problem {
   return {
-    type: `https://coupon-service.dev/problems/${error.code.toLowerCase().replaceAll("_", "-")}`,
-    title: titles[error.code],
-    status: error.status,
-    detail: error.message,
-    code: error.code,
+    type: `https://coupon-service.dev/problems/${code.toLowerCase().replaceAll("_", "-")}`,
+    title: titles[code],
+    status: errorStatus[code],
+    detail,
+    code,
     ...(instance ? { instance } : {}),
     ...(requestId ? { request_id: requestId } : {}),
   };
 }
 
-/** Renders an AppError as an `application/problem+json` response. */
-export function problemResponse(error: AppError, instance?: string, requestId?: string): Response {
+export interface ProblemContext {
+  instance?: string;
+  requestId?: string;
+  retryAfter?: number;
+}
+
+/**
+ * Renders a problem as an `application/problem+json` response. Routes answer expected rejections
+ * (sold out, already claimed) with it directly: no Error is built, no stack captured, on the path a
+ * sell-out floods.
+ */
+export function problemResponse(code: ErrorCode, detail: string, context: ProblemContext = {}): Response {
   const headers: Record<string, string> = { "content-type": "application/problem+json" };
-  if (error.retryAfter !== undefined) headers["retry-after"] = String(error.retryAfter);
-  if (error.code === "UNAUTHORIZED") headers["www-authenticate"] = 'Bearer realm="coupon-service"'; // RFC 9110
-  if (requestId) headers["x-request-id"] = requestId;
-  return new Response(JSON.stringify(toProblem(error, instance, requestId)), {
-    status: error.status,
+  if (context.retryAfter !== undefined) headers["retry-after"] = String(context.retryAfter);
+  if (code === "UNAUTHORIZED") headers["www-authenticate"] = 'Bearer realm="coupon-service"'; // RFC 9110
+  if (context.requestId) headers["x-request-id"] = context.requestId;
+  return new Response(JSON.stringify(toProblem(code, detail, context.instance, context.requestId)), {
+    status: errorStatus[code],
     headers,
   });
+}
+
+/** Renders a thrown AppError as its problem response. */
+export function errorResponse(error: AppError, instance?: string, requestId?: string): Response {
+  return problemResponse(error.code, error.message, { instance, requestId, retryAfter: error.retryAfter });
 }

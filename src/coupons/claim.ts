@@ -44,23 +44,23 @@ export async function decideClaims(
     // It is a separate statement because a statement's snapshot is taken before it runs: folded
     // into the statement below, the read would predate the lock and could miss the last batch.
     await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${couponName}, 0))`);
-    const users = sql.join(
-      userIds.map((id) => sql`${id}`),
-      sql`, `,
-    );
     const rows = await queryRows<DecisionRow>(
       tx,
       sql`
       with req as (
         select r.user_id, r.ord::int as ord
-        from unnest(array[${users}]::text[]) with ordinality as r(user_id, ord)
+        from unnest(${sql.param(userIds)}::text[]) with ordinality as r(user_id, ord)
       ),
       coupon as (select remaining_amount from coupons where name = ${couponName}),
-      held as (
-        select c.user_id from claims c
-        where c.coupon_name = ${couponName} and c.user_id in (select user_id from req)
-      ),
       firsts as (select user_id, min(ord) as ord from req group by user_id),
+      -- One probe of the (user_id, coupon_name) unique index per user. LIMIT keeps the planner from
+      -- turning this into a hash join over every claim of the coupon, which grows with the sale.
+      held as (
+        select f.user_id from firsts f
+        cross join lateral (
+          select 1 from claims c where c.user_id = f.user_id and c.coupon_name = ${couponName} limit 1
+        ) probe
+      ),
       eligible as (
         select f.user_id, f.ord, row_number() over (order by f.ord) as rn
         from firsts f where f.user_id not in (select user_id from held)

@@ -3,7 +3,7 @@ import { timingSafeEqual } from "node:crypto";
 import { Elysia } from "elysia";
 import type { Database } from "../db/client";
 import { withDeadline } from "../db/deadline";
-import { AppError } from "../errors";
+import { AppError, errorStatus, toProblem } from "../errors";
 import { ProblemSchema } from "../http/problems";
 import type { Metrics } from "../metrics/metrics";
 import type { Claimer } from "./claimer";
@@ -22,10 +22,11 @@ export interface CouponRoutesDeps {
 
 const problem = (description: string) => ({ ...ProblemSchema, description });
 
+// Expected answers of a claim, not failures: returned as problem responses, never thrown.
 const rejections = {
-  ALREADY_CLAIMED: "This user already holds this coupon.",
-  SOLD_OUT: "No stock left.",
-  COUPON_NOT_FOUND: "No such coupon.",
+  already_claimed: ["ALREADY_CLAIMED", "This user already holds this coupon."],
+  sold_out: ["SOLD_OUT", "No stock left."],
+  not_found: ["COUPON_NOT_FOUND", "No such coupon."],
 } as const;
 
 /** Checks the bearer token in constant time (length leaks nothing useful: tokens are fixed-size secrets). */
@@ -69,24 +70,23 @@ export function couponRoutes({ db, claimer, metrics, adminToken, requestTimeoutM
     )
     .post(
       "/claim",
-      async ({ body, set }) => {
+      async ({ body, set, path }) => {
         const decision = await claimer.claim(body.coupon_name, body.user_id);
         metrics.claimOutcomes.inc({ outcome: decision.outcome });
-        switch (decision.outcome) {
-          case "created":
-            set.status = 201;
-            return {
-              user_id: body.user_id,
-              coupon_name: body.coupon_name,
-              claimed_at: (decision.claimedAt as Date).toISOString(),
-            };
-          case "already_claimed":
-            throw new AppError("ALREADY_CLAIMED", rejections.ALREADY_CLAIMED);
-          case "sold_out":
-            throw new AppError("SOLD_OUT", rejections.SOLD_OUT);
-          case "not_found":
-            throw new AppError("COUPON_NOT_FOUND", rejections.COUPON_NOT_FOUND);
+        if (decision.outcome !== "created") {
+          // Set on `set` and returned as a value, not as a Response: Elysia copies a returned Response
+          // to merge headers, which showed up as the main cost of a sold-out flood.
+          const [code, detail] = rejections[decision.outcome];
+          set.status = errorStatus[code];
+          set.headers["content-type"] = "application/problem+json";
+          return toProblem(code, detail, path, set.headers["x-request-id"]);
         }
+        set.status = 201;
+        return {
+          user_id: body.user_id,
+          coupon_name: body.coupon_name,
+          claimed_at: (decision.claimedAt as Date).toISOString(),
+        };
       },
       {
         body: ClaimBody,

@@ -1,10 +1,10 @@
 import { describe, expect, it } from "bun:test";
-import { AppError, problemResponse, toProblem } from "../../src/errors";
+import { AppError, errorResponse, problemResponse, toProblem } from "../../src/errors";
 import { describeValidation, toAppError } from "../../src/http/problems";
 
 describe("toProblem", () => {
   it("renders an RFC 9457 body whose status matches the code", () => {
-    const problem = toProblem(new AppError("SOLD_OUT", "No stock left."), "/api/coupons/claim", "r1");
+    const problem = toProblem("SOLD_OUT", "No stock left.", "/api/coupons/claim", "r1");
     expect(problem).toEqual({
       type: "https://coupon-service.dev/problems/sold-out",
       title: "Coupon sold out",
@@ -17,14 +17,23 @@ describe("toProblem", () => {
   });
 });
 
-describe("problemResponse", () => {
+describe("errorResponse", () => {
   it("sets the problem content type, Retry-After and the request id", async () => {
-    const res = problemResponse(new AppError("SERVICE_UNAVAILABLE", "later", { retryAfter: 2 }), "/x", "rid");
+    const res = errorResponse(new AppError("SERVICE_UNAVAILABLE", "later", { retryAfter: 2 }), "/x", "rid");
     expect(res.status).toBe(503);
     expect(res.headers.get("content-type")).toBe("application/problem+json");
     expect(res.headers.get("retry-after")).toBe("2");
     expect(res.headers.get("x-request-id")).toBe("rid");
     expect(((await res.json()) as { code: string }).code).toBe("SERVICE_UNAVAILABLE");
+  });
+});
+
+describe("problemResponse", () => {
+  it("renders a rejection without an Error, and asks for credentials on 401", async () => {
+    const sold = problemResponse("SOLD_OUT", "No stock left.", { instance: "/api/coupons/claim" });
+    expect(sold.status).toBe(409);
+    expect(((await sold.json()) as { code: string }).code).toBe("SOLD_OUT");
+    expect(problemResponse("UNAUTHORIZED", "token").headers.get("www-authenticate")).toStartWith("Bearer");
   });
 });
 

@@ -12,7 +12,7 @@ beforeAll(async () => {
 });
 afterAll(() => database.drop());
 
-for (const batchMax of [64, 1]) {
+for (const batchMax of [256, 1]) {
   describe(`with CLAIM_BATCH_MAX=${batchMax}`, () => {
     const server = serveForSuite(() => database.handle.db, { batchMax });
 

@@ -166,7 +166,7 @@ async function runProgram(api: Client, prefix: string, waves: Op[][]): Promise<M
   return known;
 }
 
-for (const batchMax of [64, 1]) {
+for (const batchMax of [256, 1]) {
   describe(`random programs with CLAIM_BATCH_MAX=${batchMax}`, () => {
     const server = serveForSuite(() => database.handle.db, { batchMax });
 

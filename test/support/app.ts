@@ -17,7 +17,7 @@ export interface TestAppOptions extends Partial<ClaimerOptions> {
 export function buildApp(db: Database, options: TestAppOptions = {}) {
   const log = options.log ?? createLogger("silent");
   const claimer: Claimer = createClaimer(db, {
-    batchMax: 64,
+    batchMax: 256,
     queueMax: 10_000,
     pendingMax: 50_000,
     timeoutMs: 10_000,
