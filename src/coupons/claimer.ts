@@ -115,6 +115,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
   return {
     claim(couponName, userId) {
       const fast = soldOut.decide(couponName, userId);
+      if (typeof fast === "string") return Promise.resolve({ outcome: fast });
       if (fast) return fast.then((outcome) => ({ outcome }));
       let queue = lanes.get(couponName);
       if ((queue?.length ?? 0) >= options.queueMax || pending >= options.pendingMax) {

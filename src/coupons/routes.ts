@@ -72,7 +72,7 @@ export function couponRoutes({ db, claimer, metrics, adminToken, requestTimeoutM
       "/claim",
       async ({ body, set, path }) => {
         const decision = await claimer.claim(body.coupon_name, body.user_id);
-        metrics.claimOutcomes.inc({ outcome: decision.outcome });
+        metrics.claimOutcomes[decision.outcome].inc();
         if (decision.outcome !== "created") {
           // Set on `set` and returned as a value, not as a Response: Elysia copies a returned Response
           // to merge headers, which showed up as the main cost of a sold-out flood.

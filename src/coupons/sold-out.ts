@@ -13,30 +13,47 @@ const MAX_COUPONS = 1000;
 export interface SoldOutCache {
   /** Records that `couponName` was committed with no stock left. */
   markSoldOut(couponName: string): void;
-  /** The outcome of a claim on a known sold-out coupon; undefined (synchronously) when not known sold out. */
-  decide(couponName: string, userId: string): Promise<ClaimOutcome> | undefined;
+  /**
+   * The outcome of a claim on a known sold-out coupon, or undefined when it is not known sold out.
+   * Synchronous once the claimers are in memory: the flood after a sell-out takes no promise hop.
+   */
+  decide(couponName: string, userId: string): ClaimOutcome | Promise<ClaimOutcome> | undefined;
+}
+
+interface Entry {
+  /** The frozen claimers once read; null when there are too many to hold (indexed reads instead). */
+  claimers?: Set<string> | null;
+  loaded: Promise<void>;
 }
 
 /** Holds the frozen claimer sets of sold-out coupons, each up to `maxClaimers` ids (else reads by index). */
 export function createSoldOutCache(db: Database, maxClaimers: number): SoldOutCache {
-  const claimers = new Map<string, Promise<Set<string> | null>>();
+  const entries = new Map<string, Entry>();
+  const outcome = (held: boolean): ClaimOutcome => (held ? "already_claimed" : "sold_out");
   return {
     markSoldOut(couponName) {
-      if (claimers.has(couponName)) return;
-      if (claimers.size >= MAX_COUPONS) claimers.delete(claimers.keys().next().value as string);
-      const load = claimersUpTo(db, couponName, maxClaimers).catch(() => {
-        claimers.delete(couponName); // could not read it now; a later sell-out sighting retries
-        return null;
-      });
-      claimers.set(couponName, load);
+      if (entries.has(couponName)) return;
+      if (entries.size >= MAX_COUPONS) entries.delete(entries.keys().next().value as string);
+      const entry: Entry = {
+        loaded: claimersUpTo(db, couponName, maxClaimers).then(
+          (claimers) => {
+            entry.claimers = claimers;
+          },
+          () => {
+            entries.delete(couponName); // could not read it now; a later sell-out sighting retries
+            entry.claimers = null;
+          },
+        ),
+      };
+      entries.set(couponName, entry);
     },
     decide(couponName, userId) {
-      const load = claimers.get(couponName);
-      if (!load) return undefined;
-      return load.then(async (set) => {
-        const held = set ? set.has(userId) : await holdsClaim(db, couponName, userId);
-        return held ? "already_claimed" : "sold_out";
-      });
+      const entry = entries.get(couponName);
+      if (!entry) return undefined;
+      if (entry.claimers) return outcome(entry.claimers.has(userId));
+      return entry.loaded.then(async () =>
+        outcome(entry.claimers ? entry.claimers.has(userId) : await holdsClaim(db, couponName, userId)),
+      );
     },
   };
 }
