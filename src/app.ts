@@ -70,11 +70,11 @@ export function createApp(deps: AppDeps) {
       if (state) state.errorStatus = appError.status;
       return errorResponse(appError, path, state?.id);
     })
-    .onAfterResponse(({ request, route, set, responseValue }) => {
+    .onAfterResponse(({ request, route, set }) => {
       const state = requests.get(request);
       if (!state) return;
-      const status =
-        state.errorStatus ?? (responseValue instanceof Response ? responseValue.status : Number(set.status ?? 200));
+      // Routes that return a ready Response set set.status too; errors were recorded by onError.
+      const status = state.errorStatus ?? Number(set.status ?? 200);
       const seconds = (performance.now() - state.start) / 1000;
       const label = route || "unmatched"; // unknown paths share one label: no unbounded cardinality
       metrics.requestDuration.observe({ method: request.method, route: label, status: String(status) }, seconds);
