@@ -1,0 +1,77 @@
+-- wrk script for `bun run bench` (bench/run.ts drives it; see docs/benchmarks.md).
+--
+--   wrk -t2 -c64 -d10s -s bench/claim.lua http://127.0.0.1:PORT/api/coupons/claim COUPON_NAME
+--   wrk -t2 -c256 -d10s -s bench/claim.lua http://127.0.0.1:PORT/health/live
+--
+-- With a coupon name it POSTs one claim per request, each with a distinct user_id ("t<thread>-<n>");
+-- without one it GETs the URL. It counts answers per status in every thread (4xx/5xx keyed with the
+-- problem code, e.g. "409 SOLD_OUT"), and done() prints one line "BENCH_RESULT {json}".
+
+local threads = {}
+
+-- Main state, once per thread before it starts: number the thread and keep it for done().
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("thread_id", #threads)
+end
+
+-- Thread state: read the arguments (args[0] is the URL) and reset this thread's counters.
+function init(args)
+  coupon = args[1]
+  sent = 0
+  statuses = {}
+  if coupon then
+    claim_headers = { ["Content-Type"] = "application/json" }
+  else
+    static_request = wrk.format("GET")
+  end
+end
+
+-- Thread state, once per request: a claim by a user id never used before, or the plain GET.
+function request()
+  sent = sent + 1
+  if not coupon then
+    return static_request
+  end
+  local body = string.format('{"user_id":"t%d-%d","coupon_name":"%s"}', thread_id, sent, coupon)
+  return wrk.format("POST", nil, claim_headers, body)
+end
+
+-- Thread state, once per answer: count it under its status (and problem code for errors).
+function response(status, headers, body)
+  local key = tostring(status)
+  if status >= 400 then
+    key = key .. " " .. (body:match('"code":"([%w_]+)"') or "?")
+  end
+  statuses[key] = (statuses[key] or 0) + 1
+end
+
+-- Quotes a status key for JSON (keys are digits, letters, '_', ' ' and '?').
+local function quote(s)
+  return '"' .. s .. '"'
+end
+
+-- Main state, after the run: sum every thread's counters and print the machine-readable line.
+-- "unanswered" (sent - answered) counts requests in flight when wrk stopped or lost on a socket error,
+-- plus the one request() call wrk makes in the first thread to check the script: an upper bound.
+function done(summary, latency, requests)
+  local totals, sent_total, answered = {}, 0, 0
+  for _, thread in ipairs(threads) do
+    sent_total = sent_total + thread:get("sent")
+    for key, count in pairs(thread:get("statuses")) do
+      totals[key] = (totals[key] or 0) + count
+      answered = answered + count
+    end
+  end
+  local parts = {}
+  for key, count in pairs(totals) do
+    table.insert(parts, quote(key) .. ":" .. string.format("%d", count))
+  end
+  local e = summary.errors
+  print(string.format(
+    'BENCH_RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,'
+      .. '"socket_errors":{"connect":%d,"read":%d,"write":%d,"timeout":%d},'
+      .. '"sent":%d,"unanswered":%d,"statuses":{%s}}',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    e.connect, e.read, e.write, e.timeout, sent_total, sent_total - answered, table.concat(parts, ",")))
+end

@@ -1,0 +1,308 @@
+// `bun run bench`: builds the service, then measures claim throughput and latency with wrk against a
+// throwaway PostgreSQL database, and checks that no claim was lost or invented. See docs/benchmarks.md.
+// Env: BENCH_DURATION (default 10s per measured run), BENCH_WARMUP (default 2s, 0 = none),
+// BENCH_DATABASE_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres).
+import postgres from "postgres";
+import { type BenchDatabase, build, createBenchDatabase, postJson, type Service, startService } from "./service";
+import { type CpuShare, describeMachine, killWrk, parseSeconds, requireWrk, runWrk, type WrkResult } from "./wrk";
+
+type Kind = "hot" | "soldout" | "live";
+
+interface Scenario {
+  id: string;
+  label: string;
+  kind: Kind;
+  connections: number;
+  /** CLAIM_BATCH_MAX for the service; undefined = its default. */
+  batchMax?: number;
+}
+
+/** One wrk run, and the coupon it claimed (with the claims made before it). */
+interface Run {
+  scenario: Scenario;
+  phase: "warmup" | "measure";
+  coupon?: string;
+  seeded: number;
+  result: WrkResult;
+  cpu: CpuShare;
+}
+
+const HOT_STOCK = 100_000_000;
+/** CPU (% of one core) used by programs outside the benchmark above which the figures are flagged. */
+const OTHER_CPU_WARN = 20;
+
+const SCENARIOS: Scenario[] = [
+  { id: "hot_c64_b1", label: "hot coupon", kind: "hot", connections: 64, batchMax: 1 },
+  { id: "hot_c64", label: "hot coupon", kind: "hot", connections: 64 },
+  { id: "hot_c256_b1", label: "hot coupon", kind: "hot", connections: 256, batchMax: 1 },
+  { id: "hot_c256", label: "hot coupon", kind: "hot", connections: 256 },
+  { id: "soldout_c256", label: "sold-out flood", kind: "soldout", connections: 256 },
+  { id: "live_c256", label: "GET /health/live", kind: "live", connections: 256 },
+];
+
+/** The answer each kind of run should get; anything else is an error. */
+const EXPECTED: Record<Kind, string> = { hot: "201", soldout: "409 SOLD_OUT", live: "200" };
+
+/** The service currently running, so an interrupt can stop it. */
+let current: Service | undefined;
+/** Set on Ctrl-C/SIGTERM: the failures that follow are the interrupt's doing, not the service's. */
+let interrupted = false;
+
+/** Answers per second with the expected status (409 SOLD_OUT counts for the sold-out flood). */
+function throughput(run: Run): number {
+  return (run.result.statuses[EXPECTED[run.scenario.kind]] ?? 0) / (run.result.duration_us / 1e6);
+}
+
+/** Socket errors plus every answer with another status than expected (503, 5xx, unexpected 409…). */
+function errorCount(run: Run): number {
+  const { connect, read, write, timeout } = run.result.socket_errors;
+  const expected = EXPECTED[run.scenario.kind];
+  const unexpected = Object.entries(run.result.statuses).filter(([status]) => status !== expected);
+  return connect + read + write + timeout + unexpected.reduce((sum, [, count]) => sum + count, 0);
+}
+
+/** Creates the run's coupon through the API (sold out by one claim for the flood); returns name and seeded claims. */
+async function prepareCoupon(service: Service, scenario: Scenario, phase: string) {
+  if (scenario.kind === "live") return { coupon: undefined, seeded: 0 };
+  const coupon = `${scenario.id}_${phase}`;
+  const amount = scenario.kind === "hot" ? HOT_STOCK : 1;
+  await postJson(`${service.baseUrl}/api/coupons`, { name: coupon, amount }, 201);
+  if (scenario.kind === "hot") return { coupon, seeded: 0 };
+  await postJson(`${service.baseUrl}/api/coupons/claim`, { user_id: "seed", coupon_name: coupon }, 201);
+  return { coupon, seeded: 1 };
+}
+
+/** Starts a service for the scenario, runs wrk (warm-up, then measured), and stops it with SIGTERM. */
+async function runScenario(
+  scenario: Scenario,
+  database: BenchDatabase,
+  seconds: number,
+  warmup: number,
+): Promise<Run[]> {
+  const { url: databaseUrl, name: databaseName } = database;
+  const settings: Record<string, string> =
+    scenario.batchMax === undefined ? {} : { CLAIM_BATCH_MAX: String(scenario.batchMax) };
+  const service = await startService(databaseUrl, settings);
+  current = service;
+  const runs: Run[] = [];
+  try {
+    const phases = warmup > 0 ? (["warmup", "measure"] as const) : (["measure"] as const);
+    for (const phase of phases) {
+      const { coupon, seeded } = await prepareCoupon(service, scenario, phase);
+      const path = scenario.kind === "live" ? "/health/live" : "/api/coupons/claim";
+      const { result, cpu } = await runWrk({
+        url: `${service.baseUrl}${path}`,
+        connections: scenario.connections,
+        seconds: phase === "warmup" ? warmup : seconds,
+        args: coupon ? [coupon] : [],
+        servicePid: service.pid,
+        databaseName,
+      });
+      runs.push({ scenario, phase, coupon, seeded, result, cpu });
+    }
+  } catch (error) {
+    service.kill();
+    current = undefined;
+    throw error;
+  }
+  await service.stop();
+  current = undefined;
+  return runs;
+}
+
+/** Answers that are impossible for a correct service: ALREADY_CLAIMED for fresh users, 409 on a huge stock, a 201 after sold out, 500. */
+function checkAnswers(runs: Run[]): string[] {
+  const problems: string[] = [];
+  for (const run of runs) {
+    const name = `${run.scenario.id}/${run.phase}`;
+    const count = (status: string) => run.result.statuses[status] ?? 0;
+    if (count("409 ALREADY_CLAIMED") > 0)
+      problems.push(`${name}: ${count("409 ALREADY_CLAIMED")} ALREADY_CLAIMED for distinct users`);
+    if (run.scenario.kind === "hot" && count("409 SOLD_OUT") > 0) problems.push(`${name}: SOLD_OUT with stock left`);
+    if (run.scenario.kind === "soldout" && count("201") > 0)
+      problems.push(`${name}: ${count("201")} claims created after sold out`);
+    if (count("500 INTERNAL_ERROR") > 0) problems.push(`${name}: ${count("500 INTERNAL_ERROR")} internal errors`);
+    if (run.result.requests === 0) problems.push(`${name}: no answer at all`);
+  }
+  return problems;
+}
+
+/** Stock ledger per coupon (remaining + claims = amount) and wrk's 201s against the claim rows. */
+async function checkLedger(databaseUrl: string, runs: Run[]): Promise<string[]> {
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    const rows = await sql<{ name: string; amount: number; remaining: number; claims: number }[]>`
+      select c.name, c.amount, c.remaining_amount as remaining, count(cl.id)::int as claims
+      from coupons c left join claims cl on cl.coupon_name = c.name
+      group by c.name order by c.name`;
+    const problems: string[] = [];
+    console.log("\nCorrectness (per coupon): amount = remaining + claim rows; claim rows = seed + wrk 201s");
+    for (const row of rows) {
+      const run = runs.find((candidate) => candidate.coupon === row.name);
+      const created = run ? (run.result.statuses["201"] ?? 0) : 0;
+      const seeded = run?.seeded ?? 0;
+      const unanswered = run?.result.unanswered ?? 0;
+      const ledgerOk = row.remaining + row.claims === row.amount;
+      // A claim committed while wrk was stopping has a row but no counted 201: allow up to `unanswered`.
+      const extra = row.claims - seeded - created;
+      const countOk = run !== undefined && extra >= 0 && extra <= unanswered;
+      console.log(
+        `  ${ledgerOk && countOk ? "PASS" : "FAIL"} ${row.name}: amount ${row.amount} = remaining ${row.remaining} + claims ${row.claims}` +
+          ` (${ledgerOk ? "ok" : "VIOLATED"}); claims ${row.claims} = seed ${seeded} + 201s ${created}` +
+          (extra === 0
+            ? " exactly"
+            : ` + ${extra} committed while in flight at wrk's stop (unanswered: ${unanswered})`),
+      );
+      if (!ledgerOk)
+        problems.push(`${row.name}: remaining ${row.remaining} + claims ${row.claims} != amount ${row.amount}`);
+      if (!countOk)
+        problems.push(
+          `${row.name}: ${row.claims} claim rows for ${seeded} seeded + ${created} 201s (${unanswered} unanswered)`,
+        );
+    }
+    for (const run of runs) {
+      if (run.coupon && !rows.some((row) => row.name === run.coupon)) problems.push(`${run.coupon}: coupon missing`);
+    }
+    return problems;
+  } finally {
+    await sql.end();
+  }
+}
+
+/** Milliseconds with one decimal, from microseconds. */
+const ms = (us: number) => (us / 1000).toFixed(1);
+
+/** Prints the measured runs as a Markdown table (pasteable into docs/benchmarks.md). */
+function printTable(runs: Run[]): void {
+  const header = [
+    "scenario",
+    "connections",
+    "CLAIM_BATCH_MAX",
+    "req/s (claims/s)",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "CPU % bun / pg / wrk / other",
+  ];
+  const lines = runs.map((run) => [
+    run.scenario.label,
+    String(run.scenario.connections),
+    run.scenario.kind === "live"
+      ? "-"
+      : run.scenario.batchMax === undefined
+        ? "default"
+        : String(run.scenario.batchMax),
+    Math.round(throughput(run)).toLocaleString("en-US"),
+    ms(run.result.p50_us),
+    ms(run.result.p99_us),
+    `${errorCount(run)}${errorDetail(run)}`,
+    `${run.cpu.service} / ${run.cpu.postgres} / ${run.cpu.wrk} / ${run.cpu.other}`,
+  ]);
+  console.log(`\n| ${header.join(" | ")} |\n|${header.map(() => " --- ").join("|")}|`);
+  for (const line of lines) console.log(`| ${line.join(" | ")} |`);
+}
+
+/** Names the unexpected statuses and socket errors behind an error count, e.g. " (503 SERVICE_UNAVAILABLE: 12)". */
+function errorDetail(run: Run): string {
+  const expected = EXPECTED[run.scenario.kind];
+  const parts = Object.entries(run.result.statuses)
+    .filter(([status]) => status !== expected)
+    .map(([status, count]) => `${status}: ${count}`);
+  for (const [kind, count] of Object.entries(run.result.socket_errors))
+    if (count > 0) parts.push(`socket ${kind}: ${count}`);
+  return parts.length > 0 ? ` (${parts.join(", ")})` : "";
+}
+
+/** Prints each performance target with its measured figure and HOLDS or MISSED (never fails the run). */
+function printTargets(runs: Run[]): void {
+  const find = (id: string) => runs.find((run) => run.scenario.id === id);
+  const verdict = (ok: boolean) => (ok ? "HOLDS" : "MISSED");
+  console.log("\nTargets");
+  for (const connections of [64, 256]) {
+    const batched = find(`hot_c${connections}`);
+    const single = find(`hot_c${connections}_b1`);
+    if (!batched || !single) continue;
+    const ratio = throughput(batched) / throughput(single);
+    console.log(
+      `  hot coupon @${connections}: default / CLAIM_BATCH_MAX=1 = ${ratio.toFixed(2)}x (target >= 3x) ${verdict(ratio >= 3)}`,
+    );
+  }
+  const flood = find("soldout_c256");
+  const live = find("live_c256");
+  if (flood && live) {
+    const ratio = throughput(flood) / throughput(live);
+    console.log(
+      `  sold-out flood / GET /health/live @256 = ${ratio.toFixed(2)}x (target >= 0.5x) ${verdict(ratio >= 0.5)}`,
+    );
+  }
+  const hot = find("hot_c256");
+  if (hot) {
+    const p99 = hot.result.p99_us / 1000;
+    console.log(`  hot coupon @256 default: p99 = ${p99.toFixed(1)} ms (target < 100 ms) ${verdict(p99 < 100)}`);
+  }
+}
+
+/** Warns when other programs took a noticeable share of the CPU during a run: its figures are then low. */
+function warnIfBusy(runs: Run[]): void {
+  const busy = runs.filter((run) => run.cpu.other >= OTHER_CPU_WARN);
+  if (busy.length === 0) return;
+  const list = busy.map((run) => `${run.scenario.id} (${run.cpu.other}%)`).join(", ");
+  console.log(
+    `\nWARNING: other processes used >= ${OTHER_CPU_WARN}% of a core during ${list}; re-run on a quiet machine.`,
+  );
+}
+
+/** Stops the running service and drops the database on Ctrl-C or SIGTERM, then exits 130. */
+function cleanUpOnInterrupt(database: BenchDatabase): void {
+  const handler = async (signal: string) => {
+    interrupted = true;
+    console.error(`\nbench: ${signal}, cleaning up`);
+    killWrk();
+    current?.kill();
+    await database.drop().catch(() => {});
+    process.exit(130);
+  };
+  process.once("SIGINT", () => void handler("SIGINT"));
+  process.once("SIGTERM", () => void handler("SIGTERM"));
+}
+
+/** The whole benchmark; resolves to the exit code (1 on a correctness violation). */
+async function main(): Promise<number> {
+  requireWrk();
+  const seconds = parseSeconds(process.env.BENCH_DURATION || "10s", "BENCH_DURATION");
+  const warmup = parseSeconds(process.env.BENCH_WARMUP || "2s", "BENCH_WARMUP");
+  if (seconds < 1) throw new Error("BENCH_DURATION must be at least 1s");
+  const adminUrl = process.env.BENCH_DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
+  const database = await createBenchDatabase(adminUrl);
+  cleanUpOnInterrupt(database);
+  try {
+    const machine = describeMachine(database.serverVersion).map((line) => `  ${line}`);
+    console.log(`Machine\n${machine.join("\n")}\n`);
+    await build();
+    console.log(`\nDatabase ${database.name}; wrk -t2, ${seconds}s per measured run after ${warmup}s of warm-up`);
+    const runs: Run[] = [];
+    for (const scenario of SCENARIOS) {
+      const batch = scenario.kind === "live" ? "" : ` CLAIM_BATCH_MAX=${scenario.batchMax ?? "default"}`;
+      console.log(`  running ${scenario.label} @${scenario.connections}${batch}`);
+      runs.push(...(await runScenario(scenario, database, seconds, warmup)));
+    }
+    const problems = [...checkAnswers(runs), ...(await checkLedger(database.url, runs))];
+    const measured = runs.filter((run) => run.phase === "measure");
+    printTable(measured);
+    printTargets(measured);
+    warnIfBusy(measured);
+    console.log(problems.length === 0 ? "\nPASS: no claim lost or invented" : `\nFAIL:\n  ${problems.join("\n  ")}`);
+    return problems.length === 0 ? 0 : 1;
+  } finally {
+    current?.kill();
+    await database.drop();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    if (!interrupted) console.error(`bench: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(interrupted ? 130 : 1);
+  },
+);

@@ -1,0 +1,130 @@
+// The system under test for `bun run bench`: build the binary, give it a throwaway PostgreSQL
+// database, start it on a free loopback port, stop it the way an orchestrator would (SIGTERM).
+import { join } from "node:path";
+import postgres from "postgres";
+
+const ROOT = join(import.meta.dir, "..");
+const BINARY = join(ROOT, "dist", "coupon-service");
+const READY_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 20_000;
+
+export interface BenchDatabase {
+  /** URL of the fresh database, for the service and the checks. */
+  url: string;
+  name: string;
+  /** PostgreSQL's server_version, for the machine description. */
+  serverVersion: string;
+  /** Drops the database, forcing out any session still connected; safe to call twice. */
+  drop(): Promise<void>;
+}
+
+export interface Service {
+  pid: number;
+  /** e.g. http://127.0.0.1:41234 */
+  baseUrl: string;
+  /** SIGTERM, then waits for the exit; throws if it does not exit 0 in time. */
+  stop(): Promise<void>;
+  /** SIGKILL, for cleanup after a failure. */
+  kill(): void;
+}
+
+/** Runs `bun run build` so the benchmark measures the current code; throws when the build fails. */
+export async function build(): Promise<void> {
+  const proc = Bun.spawn(["bun", "run", "build"], { cwd: ROOT, stdout: "inherit", stderr: "inherit" });
+  const code = await proc.exited;
+  if (code !== 0) throw new Error(`bun run build exited with code ${code}`);
+}
+
+/** Creates coupon_bench_<random> through the admin (superuser) URL. */
+export async function createBenchDatabase(adminUrl: string): Promise<BenchDatabase> {
+  const name = `coupon_bench_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  let dropping: Promise<void> | undefined;
+  try {
+    const [row] = await admin<{ server_version: string }[]>`show server_version`;
+    await admin`create database ${admin(name)}`;
+    const url = new URL(adminUrl);
+    url.pathname = `/${name}`;
+    // Every caller awaits the same drop, so an interrupt and the normal exit path cannot race.
+    const drop = () => {
+      dropping ??= (async () => {
+        await admin`drop database if exists ${admin(name)} with (force)`;
+        await admin.end();
+      })();
+      return dropping;
+    };
+    return { url: url.toString(), name, serverVersion: row?.server_version ?? "unknown", drop };
+  } catch (error) {
+    await admin.end();
+    throw error;
+  }
+}
+
+/** Asks the kernel for a free TCP port on 127.0.0.1. */
+function freePort(): number {
+  const probe = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
+  const port = probe.port;
+  probe.stop(true);
+  if (port === undefined) throw new Error("could not find a free port");
+  return port;
+}
+
+/** Polls GET /health/ready until 200; throws if the process exits first or the deadline passes. */
+async function waitReady(baseUrl: string, proc: Bun.Subprocess): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`service exited with code ${proc.exitCode} before it was ready`);
+    const status = await fetch(`${baseUrl}/health/ready`, { signal: AbortSignal.timeout(1000) })
+      .then((response) => response.status)
+      .catch(() => 0);
+    if (status === 200) return;
+    await Bun.sleep(100);
+  }
+  throw new Error(`service not ready after ${READY_TIMEOUT_MS} ms`);
+}
+
+/** Starts the built binary with only the given settings (LOG_LEVEL=warn, loopback) and waits until ready. */
+export async function startService(databaseUrl: string, settings: Record<string, string>): Promise<Service> {
+  const port = freePort();
+  const env = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    DATABASE_URL: databaseUrl,
+    HOST: "127.0.0.1",
+    PORT: String(port),
+    LOG_LEVEL: "warn",
+    ...settings,
+  };
+  const proc = Bun.spawn([BINARY], { cwd: ROOT, env, stdout: "inherit", stderr: "inherit" });
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const kill = () => proc.kill("SIGKILL");
+  try {
+    await waitReady(baseUrl, proc);
+  } catch (error) {
+    kill();
+    await proc.exited;
+    throw error;
+  }
+  return { pid: proc.pid, baseUrl, stop: () => stopProcess(proc), kill };
+}
+
+/** Sends SIGTERM and waits for exit code 0, killing the process if it overstays STOP_TIMEOUT_MS. */
+async function stopProcess(proc: Bun.Subprocess): Promise<void> {
+  proc.kill("SIGTERM");
+  const timer = setTimeout(() => proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
+  const code = await proc.exited;
+  clearTimeout(timer);
+  if (code !== 0) throw new Error(`service exited with code ${code} (signal ${proc.signalCode ?? "none"}) on SIGTERM`);
+}
+
+/** POSTs a JSON body and throws unless the answer has the expected status. */
+export async function postJson(url: string, body: unknown, expected: number): Promise<void> {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  });
+  if (response.status !== expected) {
+    throw new Error(`POST ${url} answered ${response.status}, expected ${expected}: ${await response.text()}`);
+  }
+}
