@@ -200,8 +200,12 @@ describe("the rest of the surface", () => {
     expect(res.body).toContain(
       'http_request_duration_seconds_bucket{le="0.001",method="POST",route="/api/coupons/claim",status="201"}',
     );
-    expect(res.body).toMatch(/http_request_duration_seconds_count\{method="POST",route="\/api\/coupons\/claim",status="409"\} [1-9]/);
-    expect(res.body).toMatch(/http_request_duration_seconds_count\{method="POST",route="\/api\/coupons\/claim",status="404"\} [1-9]/);
+    expect(res.body).toMatch(
+      /http_request_duration_seconds_count\{method="POST",route="\/api\/coupons\/claim",status="409"\} [1-9]/,
+    );
+    expect(res.body).toMatch(
+      /http_request_duration_seconds_count\{method="POST",route="\/api\/coupons\/claim",status="404"\} [1-9]/,
+    );
     expect(res.body).toMatch(/coupon_claims_total\{outcome="created"\} [1-9]/);
     expect(res.body).toMatch(/coupon_claims_total\{outcome="sold_out"\} [1-9]/);
     expect(res.body).toMatch(/coupon_claims_total\{outcome="already_claimed"\} [1-9]/);
