@@ -78,9 +78,8 @@ export interface ProblemContext {
 }
 
 /**
- * Renders a problem as an `application/problem+json` response. Routes answer expected rejections
- * (sold out, already claimed) with it directly: no Error is built, no stack captured, on the path a
- * sell-out floods.
+ * Renders a problem as an `application/problem+json` response: for thrown AppErrors (errorResponse)
+ * and for a claim's expected rejections, which are returned, not thrown (no Error, no stack).
  */
 export function problemResponse(code: ErrorCode, detail: string, context: ProblemContext = {}): Response {
   const headers: Record<string, string> = { "content-type": "application/problem+json" };

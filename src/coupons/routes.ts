@@ -3,7 +3,7 @@ import { timingSafeEqual } from "node:crypto";
 import { Elysia } from "elysia";
 import type { Database } from "../db/client";
 import { withDeadline } from "../db/deadline";
-import { AppError, errorStatus, toProblem } from "../errors";
+import { AppError, errorStatus, problemResponse } from "../errors";
 import { documentedResponses } from "../http/problems";
 import type { Metrics } from "../metrics/metrics";
 import type { Claimer } from "./claimer";
@@ -77,11 +77,10 @@ export function couponRoutes({ db, claimer, metrics, adminToken, requestTimeoutM
         const decision = await claimer.claim(body.coupon_name, body.user_id);
         metrics.claimOutcomes[decision.outcome].inc();
         if (decision.outcome !== "created") {
-          // Serialised here and returned as text: one Response, no schema check (see documentedResponses).
+          // set.status too, so the request log and metrics see what was answered.
           const [code, detail] = rejections[decision.outcome];
           set.status = errorStatus[code];
-          set.headers["content-type"] = "application/problem+json";
-          return JSON.stringify(toProblem(code, detail, path, set.headers["x-request-id"]));
+          return problemResponse(code, detail, { instance: path, requestId: set.headers["x-request-id"] });
         }
         set.status = 201;
         return {

@@ -16,6 +16,7 @@ const Status = t.Object({ status: t.String(), checks: t.Optional(t.Record(t.Stri
 
 /** GET /health/live (process up) and GET /health/ready (database answers, migrations applied, not draining). */
 export function healthRoutes({ db, isDraining, probeTimeoutMs }: HealthDeps) {
+  const answered = <T>(work: Promise<T>, fallback: T) => withDeadline(work, probeTimeoutMs).catch(() => fallback);
   return new Elysia({ prefix: "/health", tags: ["health"] })
     .get("/live", () => ({ status: "ok" }), {
       response: { 200: Status },
@@ -28,7 +29,6 @@ export function healthRoutes({ db, isDraining, probeTimeoutMs }: HealthDeps) {
           set.status = 503;
           return { status: "draining" };
         }
-        const answered = <T>(work: Promise<T>, fallback: T) => withDeadline(work, probeTimeoutMs).catch(() => fallback);
         const database = (await answered(ping(db), false)) ? "ok" : "unreachable";
         const migrations =
           database === "ok" ? ((await answered(migrationsApplied(db), false)) ? "ok" : "pending") : "unknown";
