@@ -1,7 +1,9 @@
 // What the embedded PGlite needs beyond its npm package: its WebAssembly and data bundle, imported as
 // files so `bun build --compile` embeds them (without this the compiled binary looks for them next to
 // a node_modules that is not there), and a lock so two processes never open one data folder.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dlopen, FFIType, type Pointer, read } from "bun:ffi";
+import { closeSync, constants, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
+import { constants as os } from "node:os";
 import { join } from "node:path";
 import initdbWasmPath from "../../node_modules/@electric-sql/pglite/dist/initdb.wasm" with { type: "file" };
 import pgliteDataPath from "../../node_modules/@electric-sql/pglite/dist/pglite.data" with { type: "file" };
@@ -16,27 +18,65 @@ export async function pgliteAssets() {
   return { pgliteWasmModule, initdbWasmModule, fsBundle: Bun.file(pgliteDataPath) };
 }
 
-/** Claims `dataDir` for this process (a second one would corrupt it); returns the release function. */
+/**
+ * Claims `dataDir` for this process (a second one would corrupt it) with flock(2) on its lock file, a
+ * lock the kernel drops when the process dies however it dies; returns the release function.
+ */
 export function lockDataDir(dataDir: string): () => void {
   mkdirSync(dataDir, { recursive: true });
   const lockFile = join(dataDir, "coupon-service.lock");
-  try {
-    writeFileSync(lockFile, String(process.pid), { flag: "wx" });
-  } catch {
-    const holder = Number(readFileSync(lockFile, "utf8"));
-    if (holder !== process.pid && isAlive(holder)) {
-      throw new Error(`${dataDir} is in use by process ${holder}; embedded mode runs one instance per folder`);
-    }
-    writeFileSync(lockFile, String(process.pid)); // the holder is gone (crash, container restart)
+  const { flock, errno } = libc();
+  // No O_TRUNC: until we hold the lock, the PID in the file is the holder's. Bun opens with O_CLOEXEC,
+  // so no child process inherits the descriptor (and with it the lock).
+  const fd = openSync(lockFile, constants.O_RDWR | constants.O_CREAT, 0o644);
+  if (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    const error = errno();
+    closeSync(fd);
+    throw error === os.errno.EWOULDBLOCK ? inUse(dataDir, lockFile) : cannotLock(lockFile, error);
   }
-  return () => rmSync(lockFile, { force: true });
+  // The PID is for operators only: nothing reads it to decide, since it may be another namespace's.
+  ftruncateSync(fd, 0);
+  writeSync(fd, `${process.pid}\n`, 0);
+  let released = false;
+  // Closing the one descriptor releases the lock. The file stays: unlinking a locked file would let
+  // the next process lock a new inode while a late one still locks the old.
+  return () => {
+    if (!released) closeSync(fd);
+    released = true;
+  };
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
+const LOCK_EX = 2; // <sys/file.h>, the same on Linux and macOS
+const LOCK_NB = 4;
+
+// libc's flock and errno, opened on first use so PostgreSQL mode never loads them. A system library:
+// the compiled binary finds it through the dynamic loader like any process (glibc on distroless).
+let symbols: { flock: (fd: number, operation: number) => number; errno: () => number } | undefined;
+function libc() {
+  if (symbols) return symbols;
+  if (process.platform === "win32") throw new Error("embedded mode needs flock(2) to lock DATA_DIR: set DATABASE_URL");
+  const darwin = process.platform === "darwin";
+  const errnoLocation = darwin ? "__error" : "__errno_location"; // returns &errno (thread-local)
+  const lib = dlopen(darwin ? "libSystem.B.dylib" : "libc.so.6", {
+    flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    [errnoLocation]: { args: [], returns: FFIType.ptr },
+  }).symbols;
+  const location = lib[errnoLocation] as () => Pointer; // declared just above, so never undefined
+  symbols = { flock: lib.flock, errno: () => read.i32(location(), 0) };
+  return symbols;
+}
+
+function inUse(dataDir: string, lockFile: string): Error {
+  const pid = readFileSync(lockFile, "utf8").trim();
+  return new Error(
+    `DATA_DIR ${dataDir} is locked by another running process${pid ? ` (its lock file says PID ${pid})` : ""}, ` +
+      "possibly another container sharing the volume. Embedded mode runs one instance per data folder: " +
+      "stop that process or set DATA_DIR to another folder.",
+  );
+}
+
+function cannotLock(lockFile: string, error: number): Error {
+  return new Error(
+    `cannot lock ${lockFile} (flock errno ${error}); the filesystem may not support locks: put DATA_DIR on a local disk`,
+  );
 }

@@ -1,10 +1,6 @@
-// Embedded mode: the same schema, migrations and claim SQL on PGlite, and one process per data folder.
+// Embedded mode: the same schema, migrations and claim SQL on PGlite (the folder lock: lock.test.ts).
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { type DatabaseHandle, openPglite } from "../../src/db/client";
-import { lockDataDir } from "../../src/db/pglite";
 import { buildApp } from "../support/app";
 import { type Client, client } from "../support/http";
 
@@ -50,28 +46,5 @@ describe("the service on embedded PGlite", () => {
     expect((await api.createCoupon("pg-dip", 1)).body.code).toBe("COUPON_EXISTS");
     expect((await api.claim("u", "pg-nothing")).body.code).toBe("COUPON_NOT_FOUND");
     expect((await api.getCoupon("pg-nothing")).status).toBe(404);
-  });
-});
-
-describe("lockDataDir", () => {
-  let dir: string;
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), "coupon-lock-"));
-  });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-  it("refuses a folder held by another live process, and frees it on release", () => {
-    writeFileSync(join(dir, "coupon-service.lock"), String(process.ppid)); // a live process, not us
-    expect(() => lockDataDir(dir)).toThrow(/in use by process/);
-    rmSync(join(dir, "coupon-service.lock"));
-    const release = lockDataDir(dir);
-    release();
-    lockDataDir(dir)();
-  });
-
-  it("takes over a lock left by a process that no longer exists", () => {
-    writeFileSync(join(dir, "coupon-service.lock"), "999999999");
-    const release = lockDataDir(dir);
-    release();
   });
 });
