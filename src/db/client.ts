@@ -16,7 +16,7 @@ export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
 export interface DatabaseHandle {
   db: Database;
   kind: "postgres" | "pglite";
-  /** Runs the embedded migrations under a session advisory lock. */
+  /** Runs the embedded migrations in one transaction under a transaction-scoped advisory lock. */
   migrate(): Promise<void>;
   /** Closes the connections, waiting at most `timeoutMs` for queries still running (default 5 s). */
   close(timeoutMs?: number): Promise<void>;
@@ -27,17 +27,22 @@ type PostgresOptions = Pick<
   "DATABASE_POOL_MAX" | "DATABASE_CONNECT_TIMEOUT_MS" | "DATABASE_STATEMENT_TIMEOUT_MS"
 >;
 
-/** postgres.js options shared by the pool and the one-connection migration client. */
-export function postgresOptions(
-  config: PostgresOptions,
-  max: number,
-): postgres.Options<Record<string, postgres.PostgresType>> {
+/** postgres.js options for the pool; safe behind a transaction pooler such as PgBouncer. */
+export function postgresOptions(config: PostgresOptions): postgres.Options<Record<string, postgres.PostgresType>> {
   return {
-    max,
+    max: config.DATABASE_POOL_MAX,
     connect_timeout: config.DATABASE_CONNECT_TIMEOUT_MS / 1000,
     idle_timeout: 60,
     // The default backoff grows to 20 s between reconnects; a flash sale cannot wait that long.
     backoff: (attempt) => Math.min(0.05 * 2 ** attempt, 1),
+    // No named prepared statements. Behind a transaction pooler the next transaction may run on a server
+    // connection that never saw this connection's statements; the driver then retries its own `commit`
+    // inside the aborted transaction, where PostgreSQL answers it with a rollback that the driver reports
+    // as success: acknowledged claims that do not exist. Drizzle's queries are unnamed anyway; this makes
+    // the driver's commit, rollback and savepoint unnamed too, in the same single round trip.
+    prepare: false,
+    // Applied at connect on a direct connection. A pooler refuses these or drops them
+    // (ignore_startup_parameters): set them on the database role there (README, "Behind PgBouncer").
     connection: {
       application_name: "coupon-service",
       statement_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS,
@@ -50,20 +55,12 @@ export function postgresOptions(
 
 /** Connects to PostgreSQL at `url` with a pool of DATABASE_POOL_MAX connections. */
 export function openPostgres(url: string, config: PostgresOptions): DatabaseHandle {
-  const client = postgres(url, postgresOptions(config, config.DATABASE_POOL_MAX));
+  const client = postgres(url, postgresOptions(config));
   const db = drizzlePostgres(client, { schema }) as unknown as Database;
   return {
     db,
     kind: "postgres",
-    migrate: async () => {
-      // Migrations get their own single connection, so the session lock and the DDL share it.
-      const migrationClient = postgres(url, postgresOptions(config, 1));
-      try {
-        await runMigrations(drizzlePostgres(migrationClient, { schema }) as unknown as Database);
-      } finally {
-        await migrationClient.end({ timeout: 5 });
-      }
-    },
+    migrate: () => runMigrations(db),
     close: (timeoutMs = 5000) => client.end({ timeout: timeoutMs / 1000 }),
   };
 }
@@ -93,7 +90,12 @@ export function openDatabase(config: Config): Promise<DatabaseHandle> | Database
 /** Answers whether the database responds to a trivial query. */
 export async function ping(db: Database): Promise<boolean> {
   try {
-    await db.execute(sql`select 1`);
+    // A parameter on purpose: postgres.js pipelines the next query behind a parameterless one, and
+    // PgBouncer, which counts Syncs, returns the server connection to its pool at this answer while that
+    // query's Parse/Describe (no Sync yet) is still on it: it never gets an answer. Nothing is pipelined
+    // behind a query with parameters (sent as Parse/Describe first), so keep every statement outside a
+    // transaction parameterised.
+    await db.execute(sql`select ${1}::int as ok`);
     return true;
   } catch {
     return false;

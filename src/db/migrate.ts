@@ -1,9 +1,10 @@
 // Applies the embedded migrations exactly once, even when several replicas start together.
 import { createHash } from "node:crypto";
-import { sql } from "drizzle-orm";
+import { type SQL, sql } from "drizzle-orm";
 import type { MigrationMeta } from "drizzle-orm/migrator";
 import type { Database } from "./client";
 import { embeddedJournal, embeddedSql } from "./migrations";
+import { queryRows } from "./rows";
 
 // Arbitrary constant shared by every replica: whoever holds it migrates, the others wait and then
 // find nothing left to do. Distinct from the per-coupon claim locks, which use hashtextextended keys.
@@ -23,19 +24,29 @@ export function embeddedMigrations(): MigrationMeta[] {
   });
 }
 
-/** Runs pending migrations on `db`, which must be a single connection, holding a session advisory lock. */
+/**
+ * Runs pending migrations in one transaction that first takes a transaction-scoped advisory lock:
+ * replicas starting together apply them once, and nothing outlives the transaction, so it is safe on
+ * a pool, behind a transaction pooler (where a session lock and its unlock can land on different
+ * server connections and the lock leaks), and on PGlite.
+ */
 export async function runMigrations(db: Database): Promise<void> {
-  await db.execute(sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`);
-  try {
+  await db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
     // drizzle's own migrator, fed from memory instead of the drizzle/ folder; same bookkeeping table.
-    const internals = db as unknown as {
-      dialect: { migrate(m: MigrationMeta[], session: unknown, config: object): Promise<void> };
-      session: unknown;
+    // Its session is this transaction: the bookkeeping table is created and read under the lock (a
+    // statement of its own, so these reads see what the previous holder committed), and the
+    // migrator's own transaction is this one.
+    const session = {
+      execute: (query: SQL) => tx.execute(query),
+      all: (query: SQL) => queryRows(tx, query),
+      transaction: (body: (inner: typeof tx) => Promise<unknown>) => body(tx),
     };
-    await internals.dialect.migrate(embeddedMigrations(), internals.session, {});
-  } finally {
-    await db.execute(sql`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`);
-  }
+    const { dialect } = tx as unknown as {
+      dialect: { migrate(m: MigrationMeta[], session: unknown, config: object): Promise<void> };
+    };
+    await dialect.migrate(embeddedMigrations(), session, {});
+  });
 }
 
 /** True when every embedded migration is recorded in the database (readiness). */
