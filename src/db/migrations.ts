@@ -2,10 +2,12 @@
 // Add a line here for each new file drizzle-kit generates; test/db/migrations.test.ts fails until you do.
 
 import m0000 from "../../drizzle/0000_init.sql" with { type: "text" };
+import m0001 from "../../drizzle/0001_claim_batch.sql" with { type: "text" };
 import journal from "../../drizzle/meta/_journal.json";
 
 export const embeddedJournal = journal;
 
 export const embeddedSql: Record<string, string> = {
   "0000_init": m0000,
+  "0001_claim_batch": m0001,
 };

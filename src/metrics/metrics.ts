@@ -1,6 +1,6 @@
 // Prometheus metrics for one app instance (own registry, so several apps can live in one process).
 import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
-import type { ClaimOutcome } from "../coupons/claim";
+import { type ClaimOutcome, claimOutcomes } from "../coupons/outcomes";
 
 export interface Metrics {
   registry: Registry;
@@ -32,11 +32,6 @@ export function createMetrics(): Metrics {
     child.inc(0);
     return child;
   };
-  const claimOutcomes = {
-    created: bind("created"),
-    already_claimed: bind("already_claimed"),
-    sold_out: bind("sold_out"),
-    not_found: bind("not_found"),
-  };
-  return { registry, requestDuration, claimOutcomes };
+  const outcomes = Object.fromEntries(claimOutcomes.map((outcome) => [outcome, bind(outcome)]));
+  return { registry, requestDuration, claimOutcomes: outcomes as Metrics["claimOutcomes"] };
 }

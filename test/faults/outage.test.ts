@@ -30,7 +30,8 @@ beforeAll(async () => {
     DATABASE_STATEMENT_TIMEOUT_MS: "1000",
   });
   handle = openPostgres(proxy.url, config);
-  const server = listen(buildApp(handle.db, { timeoutMs: DEADLINE_MS }).app);
+  // A sold-out coupon with more claimers than this is decided by the database, not from memory.
+  const server = listen(buildApp(handle.db, { timeoutMs: DEADLINE_MS, soldOutCacheMax: 2 }).app);
   api = client(server.baseUrl);
   stop = server.stop;
 });
@@ -146,5 +147,31 @@ describe("a database outage under load", () => {
     expect(outcomes.filter((o) => o.startedAt > restoredAt + 500 && o.status === 201).length).toBeGreaterThan(0);
     expect(await readinessBecomes(200, 3000)).toBe(true);
     await expectNoAcknowledgedClaimLost("stall", outcomes);
+  }, 30_000);
+
+  it("answers claims on a sold-out coupon too big to hold in memory with 503 within their deadline while the connection hangs", async () => {
+    expect((await api.createCoupon("gone-big", 5)).status).toBe(201);
+    for (const user of ["g1", "g2", "g3", "g4", "g5"]) expect((await api.claim(user, "gone-big")).status).toBe(201);
+    expect((await api.claim("late", "gone-big")).body.code).toBe("SOLD_OUT");
+    proxy.stall();
+    try {
+      const started = Date.now();
+      const answers = await Promise.all(["g1", "late", "g3", "later"].map((user) => api.claim(user, "gone-big")));
+      expect(Date.now() - started).toBeLessThan(BOUND_MS);
+      for (const answer of answers) {
+        expect([answer.status, answer.body.code, answer.headers.get("retry-after")]).toEqual([
+          503,
+          "SERVICE_UNAVAILABLE",
+          "1",
+        ]);
+      }
+    } finally {
+      proxy.restore();
+    }
+    // Once the database answers again, so does the coupon, holders first.
+    expect(await readinessBecomes(200, 3000)).toBe(true);
+    expect((await api.claim("g1", "gone-big")).body.code).toBe("ALREADY_CLAIMED");
+    expect((await api.claim("later", "gone-big")).body.code).toBe("SOLD_OUT");
+    await expectStockInvariant(database.sql, "gone-big");
   }, 30_000);
 });

@@ -1,5 +1,5 @@
 // The claim rules applied one claim at a time: the reference that batches and races are compared to.
-import type { ClaimOutcome } from "../../src/coupons/claim";
+import type { DecidedOutcome as ClaimOutcome } from "../../src/coupons/outcomes";
 
 export interface ModelCoupon {
   remaining: number;

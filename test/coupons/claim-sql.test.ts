@@ -1,9 +1,12 @@
-// decideClaims: one batch = the same answers and state as the claims applied one by one in order.
+// decideClaims (claim_batch): one batch = the same answers and state as the claims applied one by one in order.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { drizzle } from "drizzle-orm/postgres-js";
+import postgres from "postgres";
 import { loadConfig } from "../../src/config";
-import { decideClaims } from "../../src/coupons/claim";
+import { decideClaims } from "../../src/coupons/claim-sql";
 import { createCoupon } from "../../src/coupons/coupons";
 import { openPostgres } from "../../src/db/client";
+import * as schema from "../../src/db/schema";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { expectStockInvariant } from "../support/invariant";
 import { modelClaim } from "../support/model";
@@ -100,5 +103,53 @@ describe("decideClaims", () => {
     } finally {
       await Promise.all(pools.map((p) => p.close()));
     }
+  });
+
+  it("decides one claim at a time when something bypassed the lock: the unique violation is ALREADY_CLAIMED", async () => {
+    await createCoupon(database.handle.db, "bypassed", 10);
+    // A writer that skips the lock holds an uncommitted claim by "x"; the batch waits on the unique
+    // index, then fails with a unique violation once that writer commits.
+    const intruder = await database.sql.reserve();
+    try {
+      await intruder`begin`;
+      await intruder`insert into claims (user_id, coupon_name) values ('x', 'bypassed')`;
+      await intruder`update coupons set remaining_amount = remaining_amount - 1 where name = 'bypassed'`;
+      const batch = decideClaims(database.handle.db, "bypassed", ["y", "x", "z"]);
+      await Bun.sleep(200);
+      await intruder`commit`;
+      expect((await batch).decisions.map((d) => d.outcome)).toEqual(["created", "already_claimed", "created"]);
+    } finally {
+      intruder.release();
+    }
+    await expectStockInvariant(database.sql, "bypassed");
+  });
+
+  it("probes the unique index per user on a coupon created after claims was analysed (plan independent of statistics)", async () => {
+    // A table analysed while only an older coupon had claims: the planner believes any other coupon
+    // rare, and once tempted to filter a new coupon's claims through (coupon_name, id) per user.
+    await createCoupon(database.handle.db, "analysed-old", 100_000);
+    await createCoupon(database.handle.db, "fresh-sale", 100_000);
+    await database.sql`insert into claims (user_id, coupon_name) select 'o' || g, 'analysed-old' from generate_series(1, 20000) g`;
+    await database.sql`analyze claims`;
+    await database.sql`insert into claims (user_id, coupon_name) select 'f' || g, 'fresh-sale' from generate_series(1, 20000) g`;
+    await database.sql`update coupons set remaining_amount = amount - 20000 where name in ('analysed-old', 'fresh-sale')`;
+    // auto_explain on one session of its own reports the plan of every statement the decision runs.
+    const plans: string[] = [];
+    const session = postgres(database.url, { max: 1, onnotice: (notice) => void plans.push(notice.message ?? "") });
+    try {
+      await session`load 'auto_explain'`;
+      await session`set auto_explain.log_min_duration = 0`;
+      await session`set auto_explain.log_nested_statements = on`;
+      await session`set client_min_messages = log`;
+      const users = Array.from({ length: 256 }, (_, i) => (i % 2 ? `f${i}` : `new${i}`));
+      const result = await decideClaims(drizzle(session, { schema }) as never, "fresh-sale", users);
+      expect(result.decisions.filter((d) => d.outcome === "already_claimed").length).toBe(128);
+      const claimsPlans = plans.filter((plan) => /on claims/.test(plan)).join("\n");
+      expect(claimsPlans).toContain("claims_user_id_coupon_name_key");
+      expect(claimsPlans).not.toContain("claims_coupon_name_id_idx");
+    } finally {
+      await session.end();
+    }
+    await expectStockInvariant(database.sql, "fresh-sale");
   });
 });

@@ -1,0 +1,127 @@
+// THE entry of a claim: a ClaimRequest in, a ClaimResult out. It is answered from memory when that
+// cannot be wrong (answers.ts), else queued for its coupon's next batch (group-commit.ts), whose one
+// statement decides it under the coupon's lock (claim-sql.ts); or refused at admission. Every expected
+// outcome is a value of outcomes.ts, never a thrown error.
+import type { Database } from "../db/client";
+import { errorFields, type Logger } from "../log";
+import { createAnswers } from "./answers";
+import { decideClaims } from "./claim-sql";
+import { createGroupCommit } from "./group-commit";
+import { type ClaimOutcome, claimOutcomes } from "./outcomes";
+
+/** One claim as the route hands it over: what is asked, and by when it must be answered. */
+export interface ClaimRequest {
+  coupon: string;
+  user: string;
+  /** Epoch milliseconds at arrival; `deadline` is derived from it once, and every wait honours it. */
+  arrivedAt: number;
+  deadline: number;
+}
+
+export interface ClaimResult {
+  outcome: ClaimOutcome;
+  /** Set when outcome is "created". */
+  claimedAt?: Date;
+}
+
+export interface ClaimerOptions {
+  batchMax: number;
+  queueMax: number;
+  pendingMax: number;
+  /** REQUEST_TIMEOUT_MS: a request's deadline, and the bound on background loads. */
+  timeoutMs: number;
+  soldOutCacheMax: number;
+  soldOutCacheBytes: number;
+  /** How long a claim refused for overload waits before its 503 is sent (never past its deadline). */
+  refusalDelayMs: number;
+  log: Logger;
+  /** The batch decision; replaceable so tests can make it fail or watch it. */
+  decide?: typeof decideClaims;
+}
+
+export interface Claimer {
+  claimCoupon(request: ClaimRequest): Promise<ClaimResult>;
+  /** Resolves once no claim is waiting or in flight. */
+  drain(): Promise<void>;
+  readonly pending: number;
+}
+
+/** A request arriving now (or at `arrivedAt`) with the configured deadline. */
+export function claimRequest(coupon: string, user: string, timeoutMs: number, arrivedAt = Date.now()): ClaimRequest {
+  return { coupon, user, arrivedAt, deadline: arrivedAt + timeoutMs };
+}
+
+// Shared, frozen results: a flood answered from memory allocates nothing per claim here.
+const results = Object.fromEntries(claimOutcomes.map((outcome) => [outcome, Object.freeze({ outcome })])) as Record<
+  ClaimOutcome,
+  ClaimResult
+>;
+
+/** Creates the claim path of one process; wire one per app. */
+export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
+  const decide = options.decide ?? decideClaims;
+  const { log } = options;
+  const answers = createAnswers(db, {
+    maxClaimers: options.soldOutCacheMax,
+    maxBytes: options.soldOutCacheBytes,
+    loadTimeoutMs: options.timeoutMs,
+    log,
+  });
+  const batches = createGroupCommit<ClaimRequest, ClaimResult>({
+    ...options,
+    async decide(coupon, requests) {
+      const batch = await decide(
+        db,
+        coupon,
+        requests.map((request) => request.user),
+      );
+      if (batch.remaining === 0) answers.soldOut(coupon);
+      return batch.decisions;
+    },
+    onTrouble({ key, size, error, lateMs }) {
+      if (error)
+        log.error("claim batch failed; its claims were answered 503", {
+          coupon_name: key,
+          batch_size: size,
+          ...errorFields(error),
+        });
+      else
+        log.warn("claim batch answered after its deadline; its claims had been answered 503", {
+          coupon_name: key,
+          batch_size: size,
+          late_ms: lateMs,
+        });
+    },
+  });
+
+  // A refusal answered at once is a new request at once from a client that ignores Retry-After: a
+  // herd of them becomes a flood of instant 503s that takes the event loop from the claims that were
+  // admitted. Held for a while, each connection can cost only one refusal per hold.
+  let held = 0;
+  const paced = (request: ClaimRequest): Promise<ClaimResult> | ClaimResult => {
+    const ms = Math.min(options.refusalDelayMs, request.deadline - Date.now());
+    if (ms <= 0 || held >= options.pendingMax) return results.overloaded;
+    held++;
+    return new Promise((resolve) =>
+      setTimeout(() => {
+        held--;
+        resolve(results.overloaded);
+      }, ms),
+    );
+  };
+
+  return {
+    claimCoupon(request) {
+      const known = answers.answer(request.coupon, request.user);
+      if (known) return Promise.resolve(results[known]);
+      return batches.submit(request.coupon, request).then((answer) => {
+        if (answer === "overloaded") return paced(request);
+        return typeof answer === "string" ? results[answer] : answer;
+      });
+    },
+    drain: batches.drain,
+    get pending() {
+      return batches.pending;
+    },
+  };
+}

@@ -1,0 +1,139 @@
+// Group commit, knowing nothing of SQL. Items for one key (a coupon) that arrive while that key's batch
+// is in flight wait in an in-process queue; when it is answered, the next batch takes all of them (up
+// to batchMax) in arrival order. Admission (queue bounds) and the deadline of every item live here,
+// so every wait an item can make, queued or in flight, ends by its deadline.
+
+/** Why an item got no result: refused at admission, expired in the queue, or sent but not confirmed. */
+export type Refusal = "overloaded" | "expired" | "unconfirmed";
+
+export interface GroupCommitOptions<T, R> {
+  batchMax: number;
+  /** Items waiting per key before new ones are refused. */
+  queueMax: number;
+  /** Items waiting or in flight in the whole process before new ones are refused. */
+  pendingMax: number;
+  /** Decides one batch of one key: a result per item, in order. Once called it cannot be taken back. */
+  decide(key: string, items: T[]): Promise<R[]>;
+  /** Told when a batch failed, or answered after its items had been answered "unconfirmed". */
+  onTrouble(event: { key: string; size: number; error?: unknown; lateMs?: number }): void;
+}
+
+export interface GroupCommit<T, R> {
+  /** The item's result, or why there is none; never rejects. */
+  submit(key: string, item: T): Promise<R | Refusal>;
+  /** Resolves once no item is waiting or in flight. */
+  drain(): Promise<void>;
+  readonly pending: number;
+}
+
+interface Waiter<T, R> {
+  item: T;
+  settle(answer: R | Refusal): void;
+  timer?: ReturnType<typeof setTimeout>;
+  done: boolean;
+}
+
+/** Creates a batcher for items that carry their own `deadline` (epoch milliseconds). */
+export function createGroupCommit<T extends { deadline: number }, R>(
+  options: GroupCommitOptions<T, R>,
+): GroupCommit<T, R> {
+  const lanes = new Map<string, Waiter<T, R>[]>();
+  let pending = 0;
+  let drained: (() => void)[] = [];
+
+  function finish(waiter: Waiter<T, R>, answer: R | Refusal): void {
+    if (waiter.done) return;
+    waiter.done = true;
+    clearTimeout(waiter.timer);
+    pending--;
+    waiter.settle(answer);
+    if (pending === 0) {
+      for (const resolve of drained) resolve();
+      drained = [];
+    }
+  }
+
+  /** Sends one batch and answers it: with its results, or "unconfirmed" at its first deadline. */
+  function decideBatch(key: string, batch: Waiter<T, R>[]): Promise<void> {
+    const sentAt = Date.now();
+    let answeredAt: number | undefined;
+    const deadline = Math.min(...batch.map((waiter) => waiter.item.deadline));
+    const decided = options.decide(
+      key,
+      batch.map((waiter) => waiter.item),
+    );
+    return new Promise<void>((resolve) => {
+      const giveUp = () => {
+        answeredAt = Date.now();
+        for (const waiter of batch) finish(waiter, "unconfirmed");
+        resolve();
+      };
+      const timer = setTimeout(giveUp, Math.max(0, deadline - sentAt));
+      decided.then(
+        (results) => {
+          clearTimeout(timer);
+          if (answeredAt !== undefined) options.onTrouble({ key, size: batch.length, lateMs: Date.now() - answeredAt });
+          batch.forEach((waiter, i) => {
+            finish(waiter, results[i] as R);
+          });
+          resolve();
+        },
+        (error) => {
+          clearTimeout(timer);
+          options.onTrouble({ key, size: batch.length, error });
+          for (const waiter of batch) finish(waiter, "unconfirmed");
+          resolve();
+        },
+      );
+    });
+  }
+
+  async function run(key: string, queue: Waiter<T, R>[]): Promise<void> {
+    while (queue.length > 0) {
+      const now = Date.now();
+      const batch: Waiter<T, R>[] = [];
+      for (const waiter of queue.splice(0, options.batchMax)) {
+        if (waiter.done) continue;
+        // Timers fire late on a busy loop: a deadline already past means "never sent", exactly.
+        if (waiter.item.deadline <= now) finish(waiter, "expired");
+        else {
+          clearTimeout(waiter.timer); // from now on the batch's deadline answers it
+          batch.push(waiter);
+        }
+      }
+      if (batch.length > 0) await decideBatch(key, batch);
+    }
+    lanes.delete(key);
+  }
+
+  return {
+    submit(key, item) {
+      let queue = lanes.get(key);
+      if ((queue?.length ?? 0) >= options.queueMax || pending >= options.pendingMax) {
+        return Promise.resolve("overloaded");
+      }
+      const ms = item.deadline - Date.now();
+      if (ms <= 0) return Promise.resolve("expired");
+      const start = !queue;
+      if (!queue) {
+        queue = [];
+        lanes.set(key, queue);
+      }
+      const lane = queue;
+      pending++;
+      const answer = new Promise<R | Refusal>((settle) => {
+        const waiter: Waiter<T, R> = { item, settle, done: false };
+        waiter.timer = setTimeout(() => finish(waiter, "expired"), ms);
+        lane.push(waiter);
+      });
+      if (start) void run(key, lane);
+      return answer;
+    },
+    drain() {
+      return pending === 0 ? Promise.resolve() : new Promise((resolve) => drained.push(resolve));
+    },
+    get pending() {
+      return pending;
+    },
+  };
+}

@@ -1,0 +1,59 @@
+// The one table of what a claim can end as. Routes render it, metrics count it (one label each), the
+// OpenAPI document lists it, and the tests' sequential model speaks it. A new rule (a schedule, a
+// pause) is a new row here plus the code that decides it.
+import { type ErrorCode, errorStatus } from "../errors";
+
+interface Rejection {
+  code: ErrorCode;
+  detail: string;
+  /** Seconds, as a Retry-After header. */
+  retryAfter?: number;
+}
+
+const rejections = {
+  // Decided by the database (or from memory, when it cannot have changed).
+  already_claimed: { code: "ALREADY_CLAIMED", detail: "This user already holds this coupon." },
+  sold_out: { code: "SOLD_OUT", detail: "No stock left." },
+  not_found: { code: "COUPON_NOT_FOUND", detail: "No such coupon." },
+  // Refused before anything was applied.
+  overloaded: { code: "SERVICE_UNAVAILABLE", detail: "Too many claims are waiting; retry shortly.", retryAfter: 1 },
+  expired: {
+    code: "SERVICE_UNAVAILABLE",
+    detail: "The claim waited too long for its turn; nothing was applied. Retry shortly.",
+    retryAfter: 1,
+  },
+  // Sent to the database, but no answer came back in time (or the connection broke): it may have
+  // been applied. A retry is safe either way: it answers 201 or ALREADY_CLAIMED.
+  unconfirmed: {
+    code: "SERVICE_UNAVAILABLE",
+    detail: "The claim could not be confirmed; retrying it is safe.",
+    retryAfter: 1,
+  },
+} as const satisfies Record<string, Rejection>;
+
+export type ClaimRejection = keyof typeof rejections;
+/** Every outcome but `created` is answered as a problem with this code and detail. */
+export const claimRejections: Readonly<Record<ClaimRejection, Rejection>> = rejections;
+export type ClaimOutcome = "created" | ClaimRejection;
+/** The outcomes the claim statement itself returns. */
+export type DecidedOutcome = "created" | "already_claimed" | "sold_out" | "not_found";
+
+export const claimOutcomes: readonly ClaimOutcome[] = [
+  "created",
+  ...(Object.keys(claimRejections) as ClaimRejection[]),
+];
+
+/** The HTTP status of an outcome. */
+export function outcomeStatus(outcome: ClaimOutcome): number {
+  return outcome === "created" ? 201 : errorStatus[claimRejections[outcome].code];
+}
+
+/** "ALREADY_CLAIMED or SOLD_OUT": the codes answered with `status`, for the API documentation. */
+export function codesWithStatus(status: number): string {
+  const codes = new Set(
+    Object.values(claimRejections)
+      .filter((rejection) => errorStatus[rejection.code] === status)
+      .map((rejection) => rejection.code),
+  );
+  return [...codes].join(" or ");
+}

@@ -1,0 +1,168 @@
+// The claim path behind the route: batching, failure isolation, admission, deadlines and memory answers.
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { decideClaims } from "../../src/coupons/claim-sql";
+import { type ClaimerOptions, claimRequest, createClaimer } from "../../src/coupons/claims";
+import { createCoupon } from "../../src/coupons/coupons";
+import { createLogger } from "../../src/log";
+import { createTestDatabase, type TestDatabase } from "../support/database";
+import { expectStockInvariant } from "../support/invariant";
+
+let database: TestDatabase;
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(() => database.drop());
+
+const options = (overrides: Partial<ClaimerOptions> = {}): ClaimerOptions => ({
+  batchMax: 64,
+  queueMax: 1000,
+  pendingMax: 10_000,
+  timeoutMs: 5000,
+  soldOutCacheMax: 1000,
+  soldOutCacheBytes: 1024 * 1024,
+  refusalDelayMs: 0,
+  log: createLogger("silent"),
+  ...overrides,
+});
+
+/** Records every batch handed to the real decideClaims. */
+function recordingDecide() {
+  const batches: string[][] = [];
+  const decide: typeof decideClaims = (db, coupon, users) => {
+    batches.push([...users]);
+    return decideClaims(db, coupon, users);
+  };
+  return { batches, decide };
+}
+
+/** A claimer and a one-line way to claim through it, as the route does. */
+function claimerFor(overrides: Partial<ClaimerOptions> = {}) {
+  const opts = options(overrides);
+  const claimer = createClaimer(database.handle.db, opts);
+  const claim = (coupon: string, user: string) => claimer.claimCoupon(claimRequest(coupon, user, opts.timeoutMs));
+  const outcomes = async (coupon: string, users: string[]) =>
+    (await Promise.all(users.map((user) => claim(coupon, user)))).map((r) => r.outcome);
+  return { claimer, claim, outcomes };
+}
+
+describe("claimCoupon", () => {
+  it("decides claims that arrive while a batch is in flight together, in arrival order", async () => {
+    await createCoupon(database.handle.db, "batched", 100);
+    const { batches, decide } = recordingDecide();
+    const { outcomes } = claimerFor({ decide, batchMax: 8 });
+    const users = Array.from({ length: 20 }, (_, i) => `u${i}`);
+    expect(new Set(await outcomes("batched", users))).toEqual(new Set(["created"]));
+    expect(batches.flat()).toEqual(users);
+    expect(batches[0]).toEqual(["u0"]); // the first claim starts a batch at once
+    expect(Math.max(...batches.map((b) => b.length))).toBe(8); // later ones wait and share
+  });
+
+  it("answers every claim of a failing batch 'unconfirmed' (503), applies none of it, and goes on", async () => {
+    await createCoupon(database.handle.db, "failing", 10);
+    let calls = 0;
+    const { claim, outcomes } = claimerFor({
+      decide: async (db, coupon, users) => {
+        calls++;
+        if (calls === 2) throw new Error("connection reset mid-transaction");
+        return decideClaims(db, coupon, users);
+      },
+    });
+    expect(await outcomes("failing", ["a", "b", "c", "d"])).toEqual([
+      "created",
+      "unconfirmed",
+      "unconfirmed",
+      "unconfirmed",
+    ]);
+    const rows = await database.sql`select user_id from claims where coupon_name = 'failing'`;
+    expect(rows.map((r) => r.user_id)).toEqual(["a"]);
+    await expectStockInvariant(database.sql, "failing");
+    expect((await claim("failing", "e")).outcome).toBe("created"); // one bad batch does not poison the coupon
+  });
+
+  it("refuses claims past the per-coupon queue bound at once, without touching the database", async () => {
+    await createCoupon(database.handle.db, "bounded", 100);
+    const { outcomes } = claimerFor({ queueMax: 5 });
+    const results = await outcomes(
+      "bounded",
+      Array.from({ length: 12 }, (_, i) => `q${i}`),
+    );
+    // One claim is in flight, five wait; the other six are refused.
+    expect(results.filter((o) => o === "overloaded").length).toBe(6);
+    expect((await database.sql`select remaining_amount from coupons where name = 'bounded'`)[0]?.remaining_amount).toBe(
+      94,
+    );
+    await expectStockInvariant(database.sql, "bounded");
+  });
+
+  it("refuses claims past the per-process bound across coupons", async () => {
+    await createCoupon(database.handle.db, "proc-a", 10);
+    await createCoupon(database.handle.db, "proc-b", 10);
+    const { claim } = claimerFor({ pendingMax: 3 });
+    const results = await Promise.all(
+      ["proc-a", "proc-b", "proc-a", "proc-b", "proc-a"].map((c, i) => claim(c, `p${i}`)),
+    );
+    expect(results.filter((r) => r.outcome === "overloaded").length).toBe(2);
+  });
+
+  it("answers at the deadline: queued claims 'expired' (never sent), the stalled batch 'unconfirmed'", async () => {
+    await createCoupon(database.handle.db, "slow", 10);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const { claimer, claim, outcomes } = claimerFor({
+      timeoutMs: 100,
+      decide: async (db, coupon, users) => {
+        const result = await decideClaims(db, coupon, users);
+        await gate; // a stalled connection: the answer comes back after the deadline
+        return result;
+      },
+    });
+    expect(await outcomes("slow", ["in-flight", "queued"])).toEqual(["unconfirmed", "expired"]);
+    release();
+    await claimer.drain();
+    // "queued" was never sent; "in-flight" was, and is stored: unconfirmed means "may have been applied".
+    const rows = await database.sql`select user_id from claims where coupon_name = 'slow'`;
+    expect(rows.map((r) => r.user_id)).toEqual(["in-flight"]);
+    expect((await claim("slow", "after")).outcome).toBe("created");
+  });
+
+  it("answers claims on a sold-out coupon from memory, holders first", async () => {
+    await createCoupon(database.handle.db, "gone", 2);
+    const { batches, decide } = recordingDecide();
+    const { claim, outcomes } = claimerFor({ decide });
+    await claim("gone", "h1");
+    await claim("gone", "h2"); // sells out; the claimer learns it from the commit
+    await Bun.sleep(50); // the claimers load in the background
+    const before = batches.length;
+    expect(await outcomes("gone", ["h1", "late1", "h2", "late2"])).toEqual([
+      "already_claimed",
+      "sold_out",
+      "already_claimed",
+      "sold_out",
+    ]);
+    expect(batches.length).toBe(before);
+  });
+
+  it("leaves a sold-out coupon with more claimers than it may hold to the database, with the same answers", async () => {
+    await createCoupon(database.handle.db, "big-gone", 3);
+    const { batches, decide } = recordingDecide();
+    const { outcomes } = claimerFor({ decide, soldOutCacheMax: 1 });
+    await outcomes("big-gone", ["b1", "b2", "b3"]);
+    await Bun.sleep(50);
+    const before = batches.length;
+    expect(await outcomes("big-gone", ["b2", "nobody"])).toEqual(["already_claimed", "sold_out"]);
+    expect(batches.length).toBeGreaterThan(before);
+  });
+
+  it("drains: resolves once every waiting claim is answered", async () => {
+    await createCoupon(database.handle.db, "drain", 50);
+    const { claimer, claim } = claimerFor();
+    const claims = Array.from({ length: 30 }, (_, i) => claim("drain", `d${i}`));
+    expect(claimer.pending).toBe(30);
+    await claimer.drain();
+    expect(claimer.pending).toBe(0);
+    expect((await Promise.all(claims)).length).toBe(30);
+    await claimer.drain(); // resolves at once when idle
+  });
+});
