@@ -1,15 +1,17 @@
 // Builds the HTTP application: request ids and logs, error mapping, docs, metrics and routes.
 // It never listens and never reads the environment; main.ts does that.
 import { Elysia } from "elysia";
-import type { Claimer } from "./coupons/claimer";
+import type { Claimer } from "./coupons/claims";
+import { createReadSlots, type ReadSlots } from "./coupons/read-slots";
 import { couponRoutes } from "./coupons/routes";
 import type { Database } from "./db/client";
 import { isDatabaseUnavailable } from "./db/errors";
 import { AppError, errorResponse } from "./errors";
 import { healthRoutes } from "./health/routes";
-import { readJsonBody } from "./http/body";
+import { createBodyBudget, readJsonBody } from "./http/body";
 import { docs } from "./http/docs";
 import { toAppError } from "./http/problems";
+import { checkPercentEncoding, isOriginlessFallback, requestPath, withOrigin } from "./http/request";
 import { errorFields, type Logger } from "./log";
 import type { Metrics } from "./metrics/metrics";
 
@@ -20,13 +22,22 @@ export interface AppDeps {
   claimer: Claimer;
   adminToken?: string;
   isDraining?: () => boolean;
+  /** True once the server stops accepting (shutdown, after SHUTDOWN_DELAY_MS): answers close their connection. */
+  isClosing?: () => boolean;
   /** Deadline for requests that wait on the database (default 10 s). */
   requestTimeoutMs?: number;
+  /** Bytes of request bodies being read at once, whole process (default 64 MiB). */
+  bodyBytesInFlightMax?: number;
+  /** Bound on big coupon reads streamed at once (default 4), and their page size (default 1,000). */
+  readSlots?: ReadSlots;
+  readPageSize?: number;
 }
 
 interface RequestState {
   id: string;
   start: number;
+  /** The path as sent; Elysia's own `path` is sliced from a fixed offset, wrong without a usable Host. */
+  path: string;
   /** The status onError answered with; Elysia's own view of it (422, 200 for 404s) is pre-mapping. */
   errorStatus?: number;
 }
@@ -54,18 +65,50 @@ function mapError(log: Logger, code: string | number, error: unknown, context: R
 export function createApp(deps: AppDeps) {
   const { log, metrics } = deps;
   const requestTimeoutMs = deps.requestTimeoutMs ?? 10_000;
+  const isDraining = deps.isDraining ?? (() => false);
+  const isClosing = deps.isClosing ?? (() => false);
+  const bodyBudget = createBodyBudget(deps.bodyBytesInFlightMax ?? 64 * 1024 * 1024);
   const requests = new WeakMap<Request, RequestState>();
+  const serveWithOrigin = (request: Request): Promise<Response> => app.handle(withOrigin(request));
+  // Once the server stops accepting, each answer closes its connection (Bun closes it after writing), so
+  // keep-alive clients go elsewhere instead of sending into a socket that is about to close. Not earlier:
+  // during SHUTDOWN_DELAY_MS, clients reconnecting after every answer starve Bun's timers (the shutdown
+  // deadline fired 4 to 37 s late under a 1,000-connection flood, bench/shutdown-flood.ts).
+  const closeIfStopping = (set: { headers: Record<string, unknown> }) => {
+    if (isClosing()) set.headers.connection = "close";
+  };
 
-  return new Elysia()
+  // Every hook below is total: whatever arrives, it neither throws past Elysia nor skips the log line
+  // (onAfterResponse runs outside any request, where a throw would end the process).
+  const app = new Elysia({
+    // Elysia looks for the path from a fixed offset in the URL; its default (11) assumes a host of 4+
+    // characters, so "http://ab/x/health/live" would be routed as /health/live. 7 suits any http:// URL.
+    handler: { standardHostname: false },
+    serve: {
+      // Bun's last resort if anything escapes Elysia; without it Bun answers its development error
+      // page, an HTML document with the stack and source lines.
+      error(error) {
+        log.error("unhandled error outside the app", errorFields(error));
+        return errorResponse(new AppError("INTERNAL_ERROR", "An unexpected error occurred. It has been logged."));
+      },
+    },
+  })
     .onRequest(({ request, set }) => {
+      if (isOriginlessFallback(request)) return serveWithOrigin(request);
       const incoming = request.headers.get("x-request-id");
       const id = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
-      requests.set(request, { id, start: performance.now() });
+      const path = requestPath(request.url);
+      requests.set(request, { id, start: performance.now(), path });
       set.headers["x-request-id"] = id;
+      checkPercentEncoding(path);
     })
-    .onParse(({ request }) => readJsonBody(request))
-    .onError(({ code, error, request, path }) => {
+    .onParse(({ request }) => readJsonBody(request, bodyBudget))
+    // Decided when the answer is made, so requests in flight when the server stops accepting get it too.
+    .onAfterHandle(({ set }) => closeIfStopping(set))
+    .onError(({ code, error, request, set }) => {
+      closeIfStopping(set);
       const state = requests.get(request);
+      const path = state?.path ?? requestPath(request.url);
       const appError = mapError(log, code, error, { request_id: state?.id, method: request.method, path });
       if (state) state.errorStatus = appError.status;
       return errorResponse(appError, path, state?.id);
@@ -73,26 +116,41 @@ export function createApp(deps: AppDeps) {
     .onAfterResponse(({ request, route, set }) => {
       const state = requests.get(request);
       if (!state) return;
-      // Routes that return a ready Response set set.status too; errors were recorded by onError.
-      const status = state.errorStatus ?? Number(set.status ?? 200);
-      const seconds = (performance.now() - state.start) / 1000;
-      const label = route || "unmatched"; // unknown paths share one label: no unbounded cardinality
-      metrics.requestDuration.observe({ method: request.method, route: label, status: String(status) }, seconds);
-      log.info("request", {
-        request_id: state.id,
-        method: request.method,
-        route: label,
-        path: new URL(request.url).pathname,
-        status,
-        duration_ms: Math.round(seconds * 100_000) / 100,
-      });
+      try {
+        // Routes that return a ready Response set set.status too; errors were recorded by onError.
+        const status = state.errorStatus ?? Number(set.status ?? 200);
+        const seconds = (performance.now() - state.start) / 1000;
+        const label = route || "unmatched"; // unknown paths share one label: no unbounded cardinality
+        metrics.requestDuration.observe({ method: request.method, route: label, status: String(status) }, seconds);
+        log.info("request", {
+          request_id: state.id,
+          method: request.method,
+          route: label,
+          path: state.path,
+          status,
+          duration_ms: Math.round(seconds * 100_000) / 100,
+        });
+      } catch (failure) {
+        log.error("request log failed", { request_id: state.id, ...errorFields(failure) });
+      }
     })
     .use(docs())
-    .use(couponRoutes({ db: deps.db, claimer: deps.claimer, metrics, adminToken: deps.adminToken, requestTimeoutMs }))
+    .use(
+      couponRoutes({
+        db: deps.db,
+        claimer: deps.claimer,
+        metrics,
+        log,
+        adminToken: deps.adminToken,
+        requestTimeoutMs,
+        readSlots: deps.readSlots ?? createReadSlots(4),
+        readPageSize: deps.readPageSize ?? 1_000,
+      }),
+    )
     .use(
       healthRoutes({
         db: deps.db,
-        isDraining: deps.isDraining ?? (() => false),
+        isDraining,
         probeTimeoutMs: Math.min(2000, requestTimeoutMs),
       }),
     )
@@ -103,6 +161,7 @@ export function createApp(deps: AppDeps) {
           headers: { "content-type": metrics.registry.contentType },
         }),
     );
+  return app;
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -2,10 +2,14 @@
 // `coupon-service healthcheck` instead probes /health/ready (distroless images have no curl).
 import { createApp } from "./app";
 import { loadConfig } from "./config";
-import { createClaimer } from "./coupons/claimer";
+import { createClaimer } from "./coupons/claims";
+import { createReadSlots } from "./coupons/read-slots";
 import { openDatabase } from "./db/client";
 import { createLogger, errorFields } from "./log";
 import { createMetrics } from "./metrics/metrics";
+
+// Past the shutdown deadline, the forced close of connections and of the pool gets this long.
+const EXIT_SLACK_MS = 200;
 
 /** Exits 0 when GET /health/ready on the configured port answers 200, else 1. */
 async function healthcheck(port: number): Promise<never> {
@@ -33,12 +37,15 @@ async function main(): Promise<void> {
   log.info("migrations applied", { database: database.kind });
 
   let draining = false;
+  let closing = false;
   const claimer = createClaimer(database.db, {
     batchMax: config.CLAIM_BATCH_MAX,
     queueMax: config.CLAIM_QUEUE_MAX,
     pendingMax: config.PENDING_MAX,
     timeoutMs: config.REQUEST_TIMEOUT_MS,
     soldOutCacheMax: config.SOLD_OUT_CACHE_MAX,
+    soldOutCacheBytes: config.SOLD_OUT_CACHE_BYTES,
+    refusalDelayMs: config.OVERLOAD_REFUSAL_DELAY_MS,
     log,
   });
   const app = createApp({
@@ -48,7 +55,11 @@ async function main(): Promise<void> {
     claimer,
     adminToken: config.ADMIN_TOKEN,
     isDraining: () => draining,
+    isClosing: () => closing,
     requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
+    bodyBytesInFlightMax: config.BODY_BYTES_IN_FLIGHT_MAX,
+    readSlots: createReadSlots(config.COUPON_READ_STREAMS_MAX),
+    readPageSize: config.COUPON_READ_PAGE_SIZE,
   }).listen({
     hostname: config.HOST,
     port: config.PORT,
@@ -63,6 +74,15 @@ async function main(): Promise<void> {
   const shutdown = async (signal: string) => {
     if (draining) return;
     draining = true; // readiness answers 503 from now on, so load balancers stop sending
+    // One deadline for the whole shutdown, set on the signal. On a starved event loop every timer fires
+    // late; steps that each started their own period would add those delays up, so they share this one,
+    // and a last timer exits at it (plus EXIT_SLACK_MS for the forced close below) whatever still runs.
+    const deadline = performance.now() + config.SHUTDOWN_DELAY_MS + config.SHUTDOWN_GRACE_MS;
+    const left = () => Math.max(0, deadline - performance.now());
+    setTimeout(() => {
+      log.warn("shutdown deadline passed; exiting with work still open", { signal });
+      process.exit(0);
+    }, left() + EXIT_SLACK_MS);
     log.info("shutting down: draining in-flight requests", {
       signal,
       delay_ms: config.SHUTDOWN_DELAY_MS,
@@ -70,15 +90,14 @@ async function main(): Promise<void> {
     });
     // Optionally keep accepting for a moment, for balancers that only learn from readiness polls.
     await Bun.sleep(config.SHUTDOWN_DELAY_MS);
-    const deadline = Date.now() + config.SHUTDOWN_GRACE_MS;
-    const grace = Bun.sleep(config.SHUTDOWN_GRACE_MS).then(() => "timeout" as const);
-    // stop(false): stop accepting, let in-flight requests finish and be answered.
-    const finished = Promise.all([server.stop(false), claimer.drain()]);
-    if ((await Promise.race([finished, grace])) === "timeout") {
+    // stop(false): stop accepting, let in-flight requests finish and be answered (with Connection: close).
+    closing = true;
+    const finished = Promise.all([server.stop(false), claimer.drain()]).then(() => "drained" as const);
+    if ((await Promise.race([finished, Bun.sleep(left()).then(() => "timeout" as const)])) === "timeout") {
       log.warn("grace period over; closing remaining connections");
       await server.stop(true);
     }
-    await database.close(Math.max(0, deadline - Date.now()));
+    await database.close(left());
     log.info("stopped", { signal });
     process.exit(0);
   };

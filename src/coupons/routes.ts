@@ -4,11 +4,16 @@ import { Elysia } from "elysia";
 import type { Database } from "../db/client";
 import { withDeadline } from "../db/deadline";
 import { AppError, errorStatus, problemResponse } from "../errors";
+import { MAX_BODY_BYTES } from "../http/body";
+import { jsonAnswer } from "../http/json-stream";
 import { documentedResponses } from "../http/problems";
+import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
-import type { Claimer } from "./claimer";
-import { createCoupon, getCoupon } from "./coupons";
+import { type Claimer, claimRequest } from "./claims";
+import { createCoupon, readCoupon } from "./coupons";
 import { ClaimBody, ClaimCreated, CouponCreated, CouponDetails, CouponParams, CreateCouponBody } from "./model";
+import { claimRejections, codesWithStatus } from "./outcomes";
+import type { ReadSlots } from "./read-slots";
 
 export interface CouponRoutesDeps {
   db: Database;
@@ -16,16 +21,13 @@ export interface CouponRoutesDeps {
   metrics: Metrics;
   /** When set, creating a coupon requires `Authorization: Bearer <adminToken>`. */
   adminToken?: string;
-  /** How long a create or read may wait on the database before answering 503. */
+  /** A request's deadline from its arrival: how long it may wait, on the queue or the database. */
   requestTimeoutMs: number;
+  /** Bound on big reads streamed at once, and claimers per page of them. */
+  readSlots: ReadSlots;
+  readPageSize: number;
+  log: Logger;
 }
-
-// Expected answers of a claim, not failures: returned as problem responses, never thrown.
-const rejections = {
-  already_claimed: ["ALREADY_CLAIMED", "This user already holds this coupon."],
-  sold_out: ["SOLD_OUT", "No stock left."],
-  not_found: ["COUPON_NOT_FOUND", "No such coupon."],
-} as const;
 
 /** Checks the bearer token in constant time (length leaks nothing useful: tokens are fixed-size secrets). */
 function requireToken(authorization: string | undefined, token: string): void {
@@ -39,7 +41,10 @@ function requireToken(authorization: string | undefined, token: string): void {
 }
 
 /** The coupon API under /api/coupons. */
-export function couponRoutes({ db, claimer, metrics, adminToken, requestTimeoutMs }: CouponRoutesDeps) {
+export function couponRoutes(deps: CouponRoutesDeps) {
+  const { db, claimer, metrics, adminToken, requestTimeoutMs, log } = deps;
+  const readOptions = { slots: deps.readSlots, pageSize: deps.readPageSize };
+  const cutOff = (error: unknown) => log.warn("coupon read cut off mid-body", errorFields(error));
   return new Elysia({ prefix: "/api/coupons", tags: ["coupons"] })
     .post(
       "",
@@ -62,10 +67,10 @@ export function couponRoutes({ db, claimer, metrics, adminToken, requestTimeoutM
               401: "Missing bearer token, when ADMIN_TOKEN is set (UNAUTHORIZED)",
               403: "Wrong bearer token (FORBIDDEN)",
               409: "Name taken (COUPON_EXISTS)",
-              413: "Body over 1 MiB (PAYLOAD_TOO_LARGE)",
+              413: `Body over ${MAX_BODY_BYTES / 1024} KiB (PAYLOAD_TOO_LARGE)`,
               415: "Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)",
               500: "Unexpected failure (INTERNAL_ERROR)",
-              503: "Database unavailable (SERVICE_UNAVAILABLE)",
+              503: "Database unavailable, or too many request bodies in flight (SERVICE_UNAVAILABLE), with Retry-After",
             },
           ),
         },
@@ -74,19 +79,19 @@ export function couponRoutes({ db, claimer, metrics, adminToken, requestTimeoutM
     .post(
       "/claim",
       async ({ body, set, path }) => {
-        const decision = await claimer.claim(body.coupon_name, body.user_id);
-        metrics.claimOutcomes[decision.outcome].inc();
-        if (decision.outcome !== "created") {
-          // set.status too, so the request log and metrics see what was answered.
-          const [code, detail] = rejections[decision.outcome];
+        const result = await claimer.claimCoupon(claimRequest(body.coupon_name, body.user_id, requestTimeoutMs));
+        metrics.claimOutcomes[result.outcome].inc();
+        if (result.outcome !== "created") {
+          // Expected answers, returned rather than thrown; set.status too, so the request log sees them.
+          const { code, detail, retryAfter } = claimRejections[result.outcome];
           set.status = errorStatus[code];
-          return problemResponse(code, detail, { instance: path, requestId: set.headers["x-request-id"] });
+          return problemResponse(code, detail, { instance: path, requestId: set.headers["x-request-id"], retryAfter });
         }
         set.status = 201;
         return {
           user_id: body.user_id,
           coupon_name: body.coupon_name,
-          claimed_at: (decision.claimedAt as Date).toISOString(),
+          claimed_at: (result.claimedAt as Date).toISOString(),
         };
       },
       {
@@ -98,31 +103,36 @@ export function couponRoutes({ db, claimer, metrics, adminToken, requestTimeoutM
             { status: 201, description: "Claimed", schema: ClaimCreated },
             {
               400: "Invalid body (VALIDATION_FAILED)",
-              404: "No such coupon (COUPON_NOT_FOUND)",
-              409: "ALREADY_CLAIMED (checked first, even when sold out) or SOLD_OUT",
-              413: "Body over 1 MiB (PAYLOAD_TOO_LARGE)",
+              404: `No such coupon (${codesWithStatus(404)})`,
+              409: `${codesWithStatus(409)}, checked in that order (already claimed first, even when sold out)`,
+              413: `Body over ${MAX_BODY_BYTES / 1024} KiB (PAYLOAD_TOO_LARGE)`,
               415: "Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)",
               500: "Unexpected failure (INTERNAL_ERROR)",
-              503: "Overloaded or database unavailable, with Retry-After; not confirmed, safe to retry",
+              503: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503)}), with Retry-After; safe to retry`,
             },
           ),
         },
       },
     )
-    .get("/:name", ({ params }) => withDeadline(getCoupon(db, params.name), requestTimeoutMs), {
-      params: CouponParams,
-      detail: {
-        summary: "Read a coupon",
-        description: "Stock and the user ids that claimed it, in claim order.",
-        responses: documentedResponses(
-          { status: 200, description: "The coupon", schema: CouponDetails },
-          {
-            400: "Invalid name (VALIDATION_FAILED)",
-            404: "No such coupon (COUPON_NOT_FOUND)",
-            500: "Unexpected failure (INTERNAL_ERROR)",
-            503: "Database unavailable (SERVICE_UNAVAILABLE)",
-          },
-        ),
+    .get(
+      "/:name",
+      async ({ params }) =>
+        jsonAnswer(await readCoupon(db, params.name, Date.now() + requestTimeoutMs, readOptions), cutOff),
+      {
+        params: CouponParams,
+        detail: {
+          summary: "Read a coupon",
+          description: "Stock and the user ids that claimed it, in claim order.",
+          responses: documentedResponses(
+            { status: 200, description: "The coupon", schema: CouponDetails },
+            {
+              400: "Invalid name or percent-encoding (VALIDATION_FAILED)",
+              404: "No such coupon (COUPON_NOT_FOUND)",
+              500: "Unexpected failure (INTERNAL_ERROR)",
+              503: "Database unavailable, or too many big reads at once (SERVICE_UNAVAILABLE), with Retry-After",
+            },
+          ),
+        },
       },
-    });
+    );
 }

@@ -9,10 +9,11 @@ import { AppError } from "../errors";
 
 const ASSETS = "/docs/assets";
 
-const assets: Record<string, { path: string; type: string }> = {
-  "swagger-ui-bundle.js": { path: bundlePath, type: "text/javascript; charset=utf-8" },
-  "swagger-ui.css": { path: cssPath, type: "text/css; charset=utf-8" },
-};
+// A Map, not an object literal: a plain object would also "have" constructor, toString, __proto__...
+const assets = new Map([
+  ["swagger-ui-bundle.js", { path: bundlePath, type: "text/javascript; charset=utf-8" }],
+  ["swagger-ui.css", { path: cssPath, type: "text/css; charset=utf-8" }],
+]);
 
 /** The docs routes, to `.use()` after every documented route's plugin is known. */
 export function docs() {
@@ -46,7 +47,7 @@ export function docs() {
       }),
     )
     .get(`${ASSETS}/:file`, ({ params, set }) => {
-      const asset = assets[params.file];
+      const asset = assets.get(params.file);
       if (!asset) throw new AppError("NOT_FOUND", "No such documentation asset.");
       set.headers["cache-control"] = "public, max-age=86400";
       return new Response(Bun.file(asset.path), { headers: { "content-type": asset.type } });

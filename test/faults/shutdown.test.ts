@@ -1,13 +1,11 @@
 // SIGTERM under load, on the real entry point (src/main.ts in a child process): readiness turns 503 at
 // once, in-flight claims finish and are answered, and the process exits 0 within its grace period.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import { join } from "node:path";
 import { createTestDatabase, type TestDatabase } from "../support/database";
-import { type Client, client } from "../support/http";
+import type { Client } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
 import { type FaultProxy, startFaultProxy } from "../support/proxy";
-
-const MAIN = join(import.meta.dir, "../../src/main.ts");
+import { sendRaw, startService as startChild } from "../support/service";
 
 let database: TestDatabase;
 let proxy: FaultProxy;
@@ -21,32 +19,7 @@ afterAll(async () => {
 });
 
 /** Starts the service on a free port with its database behind the proxy; resolves once it listens. */
-async function startService(env: Record<string, string>) {
-  const child = Bun.spawn(["bun", MAIN], {
-    env: { ...process.env, DATABASE_URL: proxy.url, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
-    stdout: "pipe",
-    stderr: "inherit",
-  });
-  const lines: string[] = [];
-  const reader = (async () => {
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of child.stdout) {
-      buffer += decoder.decode(chunk);
-      const parts = buffer.split("\n");
-      buffer = parts.pop() ?? "";
-      lines.push(...parts);
-    }
-  })();
-  const deadline = Date.now() + 15_000;
-  let port: number | undefined;
-  while (!port && Date.now() < deadline) {
-    port = lines.map((l) => JSON.parse(l)).find((l) => l.msg === "listening")?.port;
-    if (!port) await Bun.sleep(20);
-  }
-  if (!port) throw new Error(`service did not start:\n${lines.join("\n")}`);
-  return { child, api: client(`http://127.0.0.1:${port}`), logs: () => reader.then(() => lines) };
-}
+const startService = (env: Record<string, string>) => startChild({ DATABASE_URL: proxy.url, ...env });
 
 /** Fires `count` concurrent claims on `coupon` with fresh users; each settles to a status or "no answer". */
 function claimBurst(api: Client, coupon: string, count: number, prefix: string) {
@@ -60,7 +33,7 @@ function claimBurst(api: Client, coupon: string, count: number, prefix: string) 
 
 describe("SIGTERM under load", () => {
   it("turns readiness 503, answers every in-flight claim, and exits 0", async () => {
-    const { child, api, logs } = await startService({ SHUTDOWN_DELAY_MS: "400", SHUTDOWN_GRACE_MS: "8000" });
+    const { child, api, finalLogs } = await startService({ SHUTDOWN_DELAY_MS: "400", SHUTDOWN_GRACE_MS: "8000" });
     expect((await api.createCoupon("drain", 1000)).status).toBe(201);
     expect((await Promise.all(claimBurst(api, "drain", 20, "before"))).every((r) => r.status === 201)).toBe(true);
 
@@ -77,7 +50,7 @@ describe("SIGTERM under load", () => {
     const answered = await Promise.all(inFlight);
     expect(answered.map((r) => r.status)).toEqual(Array(30).fill(201));
     expect(await child.exited).toBe(0);
-    const messages = (await logs()).map((l) => JSON.parse(l).msg);
+    const messages = (await finalLogs()).map((l) => l.msg);
     expect(messages).toContain("shutting down: draining in-flight requests");
     expect(messages.at(-1)).toBe("stopped");
 
@@ -99,5 +72,30 @@ describe("SIGTERM under load", () => {
     await Promise.all(stuck);
     proxy.restore();
     await expectStockInvariant(database.sql, "stuck");
+  }, 30_000);
+
+  it("answers requests in flight when it stops accepting with Connection: close, and Bun closes their connection", async () => {
+    const { child, api, port } = await startService({ SHUTDOWN_GRACE_MS: "8000" });
+    expect((await api.createCoupon("closing", 10)).status).toBe(201);
+    const claim = (user: string) => {
+      const body = JSON.stringify({ user_id: user, coupon_name: "closing" });
+      return `POST /api/coupons/claim HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    };
+    // HTTP/1.1 keeps the connection open by default: before the signal, the answer says nothing and it stays.
+    const before = await sendRaw(port, claim("before"), 500);
+    expect([before.status, before.closedByServer, /^connection: close/im.test(before.text)]).toEqual([
+      201,
+      false,
+      false,
+    ]);
+    proxy.stall(); // hold the next claim in flight across the stop
+    const inFlight = sendRaw(port, claim("in-flight"), 5000);
+    await Bun.sleep(300);
+    child.kill("SIGTERM");
+    await Bun.sleep(300); // SHUTDOWN_DELAY_MS is 0: the server has stopped accepting
+    proxy.restore();
+    const answer = await inFlight;
+    expect([answer.status, answer.closedByServer, /^connection: close/im.test(answer.text)]).toEqual([201, true, true]);
+    expect(await child.exited).toBe(0);
   }, 30_000);
 });

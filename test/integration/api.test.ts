@@ -84,7 +84,7 @@ describe("POST /api/coupons", () => {
     expectProblem(await api.getCoupon("FORM"), 404, "COUPON_NOT_FOUND");
   });
 
-  it("rejects a body over 1 MiB with PAYLOAD_TOO_LARGE (413)", async () => {
+  it("rejects a body over 8 KiB with PAYLOAD_TOO_LARGE (413)", async () => {
     const res = await api.call("POST", "/api/coupons", {
       body: JSON.stringify({ name: "BIG", amount: 1, pad: "x".repeat(1024 * 1024) }),
       headers: { "content-type": "application/json" },

@@ -1,7 +1,8 @@
 // Builds the real app on a test database, either in-process (app.handle) or listening on a free port.
 import { afterAll, beforeAll } from "bun:test";
 import { createApp } from "../../src/app";
-import { type Claimer, type ClaimerOptions, createClaimer } from "../../src/coupons/claimer";
+import { type Claimer, type ClaimerOptions, createClaimer } from "../../src/coupons/claims";
+import type { ReadSlots } from "../../src/coupons/read-slots";
 import type { Database } from "../../src/db/client";
 import { createLogger, type Logger } from "../../src/log";
 import { createMetrics } from "../../src/metrics/metrics";
@@ -10,6 +11,9 @@ import { type Client, client } from "./http";
 export interface TestAppOptions extends Partial<ClaimerOptions> {
   adminToken?: string;
   isDraining?: () => boolean;
+  isClosing?: () => boolean;
+  bodyBytesInFlightMax?: number;
+  readSlots?: ReadSlots;
   log?: Logger;
 }
 
@@ -22,6 +26,8 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     pendingMax: 50_000,
     timeoutMs: 10_000,
     soldOutCacheMax: 100_000,
+    soldOutCacheBytes: 128 * 1024 * 1024,
+    refusalDelayMs: 0,
     log,
     ...options,
   });
@@ -33,7 +39,10 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     claimer,
     adminToken: options.adminToken,
     isDraining: options.isDraining,
+    isClosing: options.isClosing,
     requestTimeoutMs: options.timeoutMs,
+    bodyBytesInFlightMax: options.bodyBytesInFlightMax,
+    readSlots: options.readSlots,
   });
   return { app, claimer, metrics };
 }
