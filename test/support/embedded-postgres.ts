@@ -13,10 +13,10 @@ import {
   rmSync,
   symlinkSync,
 } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, relative } from "node:path";
 import type { TestServer } from "./container";
+import { freePort } from "./ports";
 
 const PREFIX = "coupon-test-pg-";
 
@@ -77,15 +77,6 @@ function asServerUser(command: string[], user: Ids | null): string[] {
   const drop = user ? [`--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups"] : [];
   // SIGQUIT is PostgreSQL's immediate shutdown: the server never outlives the test run.
   return [setpriv, "--pdeathsig=SIGQUIT", ...drop, ...command];
-}
-
-/** A port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Creates a cluster whose superuser `postgres` connects without a password. */

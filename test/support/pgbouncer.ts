@@ -5,6 +5,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { freePort } from "./ports";
 
 export interface PgBouncer {
   /** A copy of the database URL it was started for, pointing at PgBouncer. */
@@ -25,15 +26,6 @@ const SERVICE_STARTUP_PARAMETERS = ["statement_timeout", "lock_timeout", "idle_i
 /** The pgbouncer executable (Debian installs it in /usr/sbin, often not on a user's PATH), or null. */
 export function findPgBouncer(): string | null {
   return Bun.which("pgbouncer", { PATH: `${process.env.PATH ?? ""}:/usr/sbin:/usr/local/sbin` });
-}
-
-/** A port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Whether something accepts TCP connections on 127.0.0.1:`port`. */
