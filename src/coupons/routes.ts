@@ -4,15 +4,14 @@ import { Elysia } from "elysia";
 import type { Database } from "../db/client";
 import { withDeadline } from "../db/deadline";
 import { AppError, errorStatus, problemResponse } from "../errors";
-import { MAX_BODY_BYTES } from "../http/body";
 import { jsonAnswer } from "../http/json-stream";
-import { documentedResponses } from "../http/problems";
 import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
 import { type Claimer, claimRequest } from "./claims";
 import { createCoupon, readCoupon } from "./coupons";
-import { ClaimBody, ClaimCreated, CouponCreated, CouponDetails, CouponParams, CreateCouponBody } from "./model";
-import { claimRejections, codesWithStatus } from "./outcomes";
+import { claimDocs, createDocs, readDocs } from "./docs";
+import { ClaimBody, CouponParams, CreateCouponBody } from "./model";
+import { claimRejections } from "./outcomes";
 import type { ReadSlots } from "./read-slots";
 
 export interface CouponRoutesDeps {
@@ -57,23 +56,9 @@ export function couponRoutes(deps: CouponRoutesDeps) {
       },
       {
         body: CreateCouponBody,
-        detail: {
-          summary: "Create a coupon",
-          description: "Creates a coupon with `amount` in stock.",
-          responses: documentedResponses(
-            { status: 201, description: "Created; Location names the coupon", schema: CouponCreated },
-            {
-              400: "Invalid body (VALIDATION_FAILED)",
-              401: "Missing bearer token, when ADMIN_TOKEN is set (UNAUTHORIZED)",
-              403: "Wrong bearer token (FORBIDDEN)",
-              409: "Name taken (COUPON_EXISTS)",
-              413: `Body over ${MAX_BODY_BYTES / 1024} KiB (PAYLOAD_TOO_LARGE)`,
-              415: "Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)",
-              500: "Unexpected failure (INTERNAL_ERROR)",
-              503: "Database unavailable, or too many request bodies in flight (SERVICE_UNAVAILABLE), with Retry-After",
-            },
-          ),
-        },
+        // The app's onParse still reads the body; "json" only tells the OpenAPI document its media type.
+        parse: "json",
+        detail: createDocs,
       },
     )
     .post(
@@ -96,22 +81,8 @@ export function couponRoutes(deps: CouponRoutesDeps) {
       },
       {
         body: ClaimBody,
-        detail: {
-          summary: "Claim a coupon for a user",
-          description: "At most one claim per user per coupon; never more claims than stock.",
-          responses: documentedResponses(
-            { status: 201, description: "Claimed", schema: ClaimCreated },
-            {
-              400: "Invalid body (VALIDATION_FAILED)",
-              404: `No such coupon (${codesWithStatus(404)})`,
-              409: `${codesWithStatus(409)}, checked in that order (already claimed first, even when sold out)`,
-              413: `Body over ${MAX_BODY_BYTES / 1024} KiB (PAYLOAD_TOO_LARGE)`,
-              415: "Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)",
-              500: "Unexpected failure (INTERNAL_ERROR)",
-              503: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503)}), with Retry-After; safe to retry`,
-            },
-          ),
-        },
+        parse: "json", // as on create: documents the media type, the app's onParse reads the body
+        detail: claimDocs,
       },
     )
     .get(
@@ -120,19 +91,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         jsonAnswer(await readCoupon(db, params.name, Date.now() + requestTimeoutMs, readOptions), cutOff),
       {
         params: CouponParams,
-        detail: {
-          summary: "Read a coupon",
-          description: "Stock and the user ids that claimed it, in claim order.",
-          responses: documentedResponses(
-            { status: 200, description: "The coupon", schema: CouponDetails },
-            {
-              400: "Invalid name or percent-encoding (VALIDATION_FAILED)",
-              404: "No such coupon (COUPON_NOT_FOUND)",
-              500: "Unexpected failure (INTERNAL_ERROR)",
-              503: "Database unavailable, or too many big reads at once (SERVICE_UNAVAILABLE), with Retry-After",
-            },
-          ),
-        },
+        detail: readDocs,
       },
     );
 }

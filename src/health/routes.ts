@@ -3,6 +3,7 @@ import { Elysia, t } from "elysia";
 import { type Database, ping } from "../db/client";
 import { withDeadline } from "../db/deadline";
 import { migrationsApplied } from "../db/migrate";
+import { documentedResponses } from "../http/problems";
 
 export interface HealthDeps {
   db: Database;
@@ -12,15 +13,35 @@ export interface HealthDeps {
   probeTimeoutMs: number;
 }
 
-const Status = t.Object({ status: t.String(), checks: t.Optional(t.Record(t.String(), t.String())) });
+const Status = t.Object(
+  {
+    status: t.String({ examples: ["ready"] }),
+    checks: t.Optional(
+      t.Object(
+        {
+          database: t.String({ enum: ["ok", "unreachable"] }),
+          migrations: t.String({ enum: ["ok", "pending", "unknown"] }),
+        },
+        { description: "Absent while draining" },
+      ),
+    ),
+  },
+  { description: "`ok` (live); `ready`, `not ready` or `draining` (ready)" },
+);
+// Documented rather than declared as `response`, which would hide detail.responses (and so the
+// X-Request-Id header) from the OpenAPI document.
+const live = documentedResponses("/health/live", { 200: { description: "The process runs", schema: Status } });
+const ready = documentedResponses("/health/ready", {
+  200: { description: "Ready: the database answers and migrations are applied", schema: Status },
+  503: { description: "Not ready: database unreachable or slow, migrations pending, or draining", schema: Status },
+});
 
 /** GET /health/live (process up) and GET /health/ready (database answers, migrations applied, not draining). */
 export function healthRoutes({ db, isDraining, probeTimeoutMs }: HealthDeps) {
   const answered = <T>(work: Promise<T>, fallback: T) => withDeadline(work, probeTimeoutMs).catch(() => fallback);
   return new Elysia({ prefix: "/health", tags: ["health"] })
     .get("/live", () => ({ status: "ok" }), {
-      response: { 200: Status },
-      detail: { summary: "Liveness: 200 while the process runs" },
+      detail: { summary: "Liveness: 200 while the process runs", security: [], responses: live },
     })
     .get(
       "/ready",
@@ -37,8 +58,11 @@ export function healthRoutes({ db, isDraining, probeTimeoutMs }: HealthDeps) {
         return { status: ready ? "ready" : "not ready", checks: { database, migrations } };
       },
       {
-        response: { 200: Status, 503: Status },
-        detail: { summary: "Readiness: 200 when the database answers and migrations are applied, else 503" },
+        detail: {
+          summary: "Readiness: 200 when the database answers and migrations are applied, else 503",
+          security: [],
+          responses: ready,
+        },
       },
     );
 }

@@ -6,6 +6,7 @@ import { Elysia } from "elysia";
 import cssPath from "../../node_modules/swagger-ui-dist/swagger-ui.css" with { type: "file" };
 import bundlePath from "../../node_modules/swagger-ui-dist/swagger-ui-bundle.js" with { type: "file" };
 import { AppError } from "../errors";
+import { documentedComponents } from "./problems";
 
 const ASSETS = "/docs/assets";
 
@@ -38,10 +39,22 @@ export function docs() {
               "Hands out limited coupons to many simultaneous users: never oversells, never lets a user claim twice. " +
               "Every error is an RFC 9457 problem (application/problem+json) with a stable `code` to branch on.",
           },
+          // Relative: "Try it out" sends to whichever address served the page.
+          servers: [{ url: "/", description: "This service" }],
           tags: [
             { name: "coupons", description: "Create, claim and read coupons" },
             { name: "health", description: "Liveness and readiness" },
           ],
+          components: {
+            ...documentedComponents,
+            securitySchemes: {
+              adminToken: {
+                type: "http",
+                scheme: "bearer",
+                description: "ADMIN_TOKEN, when the service is started with one; only creating coupons needs it",
+              },
+            },
+          },
         },
         exclude: { paths: ["/metrics", new RegExp(`^${ASSETS}`)] },
       }),

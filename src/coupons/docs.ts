@@ -1,0 +1,151 @@
+// The OpenAPI description of the coupon routes: summaries, security and every documented answer with
+// its example problems. The claim's rejections come from outcomes.ts, so the docs cannot drift.
+import type { DocumentDecoration } from "elysia";
+import { errorStatus } from "../errors";
+import { MAX_BODY_BYTES } from "../http/body";
+import { commonProblems, documentedResponses } from "../http/problems";
+import { ClaimCreated, CouponCreated, CouponDetails } from "./model";
+import { claimRejections, codesWithStatus } from "./outcomes";
+
+/** The claim's rejections answered with `status`, as documented problem examples named by outcome. */
+const claimProblems = (status: number) =>
+  Object.fromEntries(Object.entries(claimRejections).filter(([, rejection]) => errorStatus[rejection.code] === status));
+
+/** POST /api/coupons. */
+export const createDocs: DocumentDecoration = {
+  summary: "Create a coupon",
+  description:
+    "Creates a coupon with `amount` in stock. When the service runs with ADMIN_TOKEN, requires `Authorization: Bearer <token>`.",
+  // Either no credentials (no ADMIN_TOKEN) or the bearer token: the UI offers Authorize.
+  security: [{}, { adminToken: [] }],
+  responses: documentedResponses("/api/coupons", {
+    201: { description: "Created; Location names the coupon", schema: CouponCreated, headers: ["Location"] },
+    400: {
+      description: "Invalid body (VALIDATION_FAILED); `detail` names the field",
+      problems: {
+        amount: { code: "VALIDATION_FAILED", detail: "amount: Expected integer" },
+        malformedJson: commonProblems.malformedJson,
+      },
+    },
+    401: {
+      description: "Missing bearer token, when ADMIN_TOKEN is set (UNAUTHORIZED)",
+      problems: {
+        UNAUTHORIZED: {
+          code: "UNAUTHORIZED",
+          detail: "Creating coupons requires Authorization: Bearer <token>.",
+        },
+      },
+    },
+    403: {
+      description: "Wrong bearer token (FORBIDDEN)",
+      problems: {
+        FORBIDDEN: { code: "FORBIDDEN", detail: "The bearer token is not valid for creating coupons." },
+      },
+    },
+    409: {
+      description: "Name taken (COUPON_EXISTS)",
+      problems: {
+        COUPON_EXISTS: { code: "COUPON_EXISTS", detail: 'A coupon named "BLACK_FRIDAY" already exists.' },
+      },
+    },
+    413: {
+      description: `Body over ${MAX_BODY_BYTES / 1024} KiB (PAYLOAD_TOO_LARGE)`,
+      problems: { tooLarge: commonProblems.tooLarge },
+    },
+    415: {
+      description: "Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)",
+      problems: { notJson: commonProblems.notJson },
+    },
+    500: {
+      description: "Unexpected failure (INTERNAL_ERROR)",
+      problems: { internal: commonProblems.internal },
+    },
+    503: {
+      description: "Database unavailable or slow, or too many request bodies in flight (SERVICE_UNAVAILABLE)",
+      problems: {
+        databaseUnavailable: commonProblems.databaseUnavailable,
+        databaseSlow: commonProblems.databaseSlow,
+        bodiesInFlight: commonProblems.bodiesInFlight,
+      },
+    },
+  }),
+};
+
+/** POST /api/coupons/claim. */
+export const claimDocs: DocumentDecoration = {
+  summary: "Claim a coupon for a user",
+  description: "At most one claim per user per coupon; never more claims than stock.",
+  security: [],
+  responses: documentedResponses("/api/coupons/claim", {
+    201: { description: "Claimed", schema: ClaimCreated },
+    400: {
+      description: "Invalid body (VALIDATION_FAILED); `detail` names the field",
+      problems: {
+        user_id: {
+          code: "VALIDATION_FAILED",
+          detail: 'user_id: must be 1..128 characters with no control characters, and not "." or ".."',
+        },
+        malformedJson: commonProblems.malformedJson,
+      },
+    },
+    404: { description: `No such coupon (${codesWithStatus(404)})`, problems: claimProblems(404) },
+    409: {
+      description: `${codesWithStatus(409)}, checked in that order (already claimed first, even when sold out)`,
+      problems: claimProblems(409),
+    },
+    413: {
+      description: `Body over ${MAX_BODY_BYTES / 1024} KiB (PAYLOAD_TOO_LARGE)`,
+      problems: { tooLarge: commonProblems.tooLarge },
+    },
+    415: {
+      description: "Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)",
+      problems: { notJson: commonProblems.notJson },
+    },
+    500: {
+      description: "Unexpected failure (INTERNAL_ERROR)",
+      problems: { internal: commonProblems.internal },
+    },
+    503: {
+      description: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503)}); safe to retry`,
+      problems: { ...claimProblems(503), bodiesInFlight: commonProblems.bodiesInFlight },
+    },
+  }),
+};
+
+/** GET /api/coupons/{name}. */
+export const readDocs: DocumentDecoration = {
+  summary: "Read a coupon",
+  description: "Stock and the user ids that claimed it, in claim order.",
+  security: [],
+  responses: documentedResponses("/api/coupons/BLACK_FRIDAY", {
+    200: { description: "The coupon", schema: CouponDetails },
+    400: {
+      description: "Invalid name or percent-encoding (VALIDATION_FAILED)",
+      problems: {
+        percentEncoding: {
+          code: "VALIDATION_FAILED",
+          detail: "path: invalid percent-encoding (expected UTF-8, e.g. %C3%A9).",
+        },
+      },
+    },
+    404: {
+      description: "No such coupon (COUPON_NOT_FOUND)",
+      problems: { COUPON_NOT_FOUND: { code: "COUPON_NOT_FOUND", detail: 'No coupon named "BLACK_FRIDAY".' } },
+    },
+    500: {
+      description: "Unexpected failure (INTERNAL_ERROR)",
+      problems: { internal: commonProblems.internal },
+    },
+    503: {
+      description: "Database unavailable or slow, or too many big reads at once (SERVICE_UNAVAILABLE)",
+      problems: {
+        databaseUnavailable: commonProblems.databaseUnavailable,
+        readTooSlow: { code: "SERVICE_UNAVAILABLE", detail: "The coupon could not be read in time." },
+        readsInFlight: {
+          code: "SERVICE_UNAVAILABLE",
+          detail: "Too many large coupon reads are in progress; retry shortly.",
+        },
+      },
+    },
+  }),
+};

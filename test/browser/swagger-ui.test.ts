@@ -1,0 +1,131 @@
+// The docs UI as a developer uses it: real Chromium opens /docs on a running service, and "Try it out"
+// creates a coupon, claims it twice and reads it. Nothing may leave the machine: every request that is
+// not to the test's own server is aborted (and counted). Skipped only off CI on a machine without
+// Chromium (`apt-get install chromium`); .ci/run installs it. CHROMIUM_PATH names another build.
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
+import { buildApp, listen } from "../support/app";
+import { createTestDatabase, type TestDatabase } from "../support/database";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const runs = existsSync(CHROMIUM) || process.env.CI === "true";
+if (!runs) console.warn(`test/browser/swagger-ui.test.ts skipped: no ${CHROMIUM} (apt-get install chromium)`);
+
+let database: TestDatabase;
+let server: ReturnType<typeof listen>;
+let profile: string;
+let context: BrowserContext;
+let page: Page;
+const outside: string[] = [];
+
+beforeAll(async () => {
+  if (!runs) return;
+  database = await createTestDatabase();
+  server = listen(buildApp(database.handle.db).app);
+  profile = mkdtempSync(join(tmpdir(), "chromium-profile-"));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  await context.route("**/*", (route) => {
+    const url = route.request().url();
+    if (url.startsWith(`${server.baseUrl}/`)) return route.continue();
+    outside.push(url);
+    return route.abort();
+  });
+  page = context.pages()[0] ?? (await context.newPage());
+  await page.goto(`${server.baseUrl}/docs`);
+}, 30_000);
+
+afterAll(async () => {
+  if (!runs) return;
+  await context?.close();
+  await server?.stop();
+  await database?.drop();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+/** The operation's block in the UI (Swagger UI names it by tag and operationId), opened, with Try it out on. */
+async function tryItOut(operationId: string): Promise<Locator> {
+  const operation = page.locator(`#operations-coupons-${operationId}`);
+  if (!(await operation.locator(".try-out__btn").isVisible())) await operation.locator(".opblock-summary").click();
+  const button = operation.locator(".try-out__btn");
+  if ((await button.textContent())?.trim() === "Try it out") await button.click();
+  return operation;
+}
+
+/** Presses Execute and returns the status and body the UI shows for the server's answer. */
+async function execute(operation: Locator): Promise<{ status: number; body: any }> {
+  const clear = operation.locator(".btn-clear");
+  if (await clear.isVisible()) await clear.click(); // the previous answer goes, so the next one is new
+  await operation.locator(".execute").click();
+  const answer = operation.locator(".live-responses-table .response").first();
+  await answer.waitFor({ timeout: 10_000 });
+  const status = Number((await answer.locator(".response-col_status").textContent())?.trim());
+  const body = JSON.parse((await answer.locator(".response-col_description pre").first().textContent()) ?? "");
+  return { status, body };
+}
+
+describe.skipIf(!runs)("Swagger UI at /docs, in Chromium", () => {
+  it("renders every documented operation from the service's own assets", async () => {
+    await page.locator(".opblock").first().waitFor({ timeout: 15_000 });
+    const summaries = await page.locator(".opblock-summary-path").allTextContents();
+    expect(summaries.map((path) => path.replace(/\u200b/g, ""))).toEqual([
+      "/api/coupons",
+      "/api/coupons/claim",
+      "/api/coupons/{name}",
+      "/health/live",
+      "/health/ready",
+    ]);
+    await expect(page.locator(".btn.authorize").count()).resolves.toBe(1);
+  }, 30_000);
+
+  it("creates the documented example coupon with Try it out: 201", async () => {
+    const create = await tryItOut("postApiCoupons");
+    const sent = JSON.parse(await create.locator("textarea.body-param__text").inputValue());
+    expect(sent).toEqual({ name: "BLACK_FRIDAY", amount: 100 });
+    expect(await execute(create)).toEqual({
+      status: 201,
+      body: { name: "BLACK_FRIDAY", amount: 100, remaining_amount: 100 },
+    });
+  }, 30_000);
+
+  it("claims it for the example user: 201", async () => {
+    const claim = await tryItOut("postApiCouponsClaim");
+    const answer = await execute(claim);
+    expect(answer.status).toBe(201);
+    expect(answer.body).toMatchObject({ user_id: "user-42", coupon_name: "BLACK_FRIDAY" });
+  }, 30_000);
+
+  it("claims it again: 409 ALREADY_CLAIMED", async () => {
+    const answer = await execute(await tryItOut("postApiCouponsClaim"));
+    expect(answer.status).toBe(409);
+    expect(answer.body).toMatchObject({ code: "ALREADY_CLAIMED", status: 409, instance: "/api/coupons/claim" });
+  }, 30_000);
+
+  it("reads it: 200 with the claimer", async () => {
+    const read = await tryItOut("getApiCouponsByName");
+    await read.locator('input[placeholder="name"]').fill("BLACK_FRIDAY");
+    expect(await execute(read)).toEqual({
+      status: 200,
+      body: { name: "BLACK_FRIDAY", amount: 100, remaining_amount: 99, claimed_by: ["user-42"] },
+    });
+  }, 30_000);
+
+  it("sent nothing anywhere but the service", () => {
+    expect(outside).toEqual([]);
+  });
+});
