@@ -2,10 +2,10 @@
 // percent-encoding, docs assets, and connections closed once the server stops accepting.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { MAX_BODY_BYTES } from "../../src/http/body";
-import { sendRaw } from "../support/service";
 import { buildApp, listen, serveForSuite } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { type ApiResponse, type Client, client } from "../support/http";
+import { sendRaw } from "../support/service";
 
 let database: TestDatabase;
 let api: Client;
