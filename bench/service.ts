@@ -83,8 +83,15 @@ async function waitReady(baseUrl: string, proc: Bun.Subprocess): Promise<void> {
   throw new Error(`service not ready after ${READY_TIMEOUT_MS} ms`);
 }
 
-/** Starts the built binary with only the given settings (LOG_LEVEL=warn, loopback) and waits until ready. */
-export async function startService(databaseUrl: string, settings: Record<string, string>): Promise<Service> {
+/**
+ * Starts the built binary with only the given settings (LOG_LEVEL=warn, loopback) and waits until ready;
+ * `stdout` (default: this process's) takes its log, e.g. a file for runs that log every request.
+ */
+export async function startService(
+  databaseUrl: string,
+  settings: Record<string, string>,
+  stdout: "inherit" | Bun.BunFile = "inherit",
+): Promise<Service> {
   const port = freePort();
   const env = {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
@@ -94,7 +101,7 @@ export async function startService(databaseUrl: string, settings: Record<string,
     LOG_LEVEL: "warn",
     ...settings,
   };
-  const proc = Bun.spawn([BINARY], { cwd: ROOT, env, stdout: "inherit", stderr: "inherit" });
+  const proc = Bun.spawn([BINARY], { cwd: ROOT, env, stdout, stderr: "inherit" });
   const baseUrl = `http://127.0.0.1:${port}`;
   const kill = () => proc.kill("SIGKILL");
   try {

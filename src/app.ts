@@ -12,7 +12,7 @@ import { createBodyBudget, readJsonBody } from "./http/body";
 import { docs } from "./http/docs";
 import { toAppError } from "./http/problems";
 import { checkPercentEncoding, isOriginlessFallback, requestPath, withOrigin } from "./http/request";
-import { errorFields, type Logger } from "./log";
+import { errorFields, type Logger, type RequestLogMode, requestLogLevel } from "./log";
 import type { Metrics } from "./metrics/metrics";
 
 export interface AppDeps {
@@ -31,6 +31,8 @@ export interface AppDeps {
   /** Bound on big coupon reads streamed at once (default 4), and their page size (default 1,000). */
   readSlots?: ReadSlots;
   readPageSize?: number;
+  /** LOG_REQUESTS: which requests leave a line (default all; probes and docs assets only at debug). */
+  logRequests?: RequestLogMode;
 }
 
 interface RequestState {
@@ -67,6 +69,7 @@ export function createApp(deps: AppDeps) {
   const requestTimeoutMs = deps.requestTimeoutMs ?? 10_000;
   const isDraining = deps.isDraining ?? (() => false);
   const isClosing = deps.isClosing ?? (() => false);
+  const logRequests = deps.logRequests ?? "all";
   const bodyBudget = createBodyBudget(deps.bodyBytesInFlightMax ?? 64 * 1024 * 1024);
   const requests = new WeakMap<Request, RequestState>();
   const serveWithOrigin = (request: Request): Promise<Response> => app.handle(withOrigin(request));
@@ -122,7 +125,9 @@ export function createApp(deps: AppDeps) {
         const seconds = (performance.now() - state.start) / 1000;
         const label = route || "unmatched"; // unknown paths share one label: no unbounded cardinality
         metrics.requestDuration.observe({ method: request.method, route: label, status: String(status) }, seconds);
-        log.info("request", {
+        const level = requestLogLevel(logRequests, state.path, status);
+        if (!level) return;
+        log[level]("request", {
           request_id: state.id,
           method: request.method,
           route: label,

@@ -2,7 +2,7 @@
 // fails with every problem listed in one message instead of one at a time.
 import { type Static, Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
-import { logLevels } from "./log";
+import { logLevels, requestLogModes } from "./log";
 
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -17,6 +17,13 @@ export const ConfigSchema = Type.Object({
   LOG_LEVEL: Type.Union(
     logLevels.map((level) => Type.Literal(level)),
     { default: "info", description: "debug | info | warn | error | silent" },
+  ),
+  LOG_REQUESTS: Type.Union(
+    requestLogModes.map((mode) => Type.Literal(mode)),
+    {
+      default: "all",
+      description: "request log lines: all | errors (5xx only) | none; probes and docs assets at debug",
+    },
   ),
   DATABASE_POOL_MAX: Int(1, 1000, 10, "PostgreSQL connections per instance"),
   DATABASE_CONNECT_TIMEOUT_MS: Int(100, 600_000, 3000, "give up connecting after this long"),
@@ -44,6 +51,21 @@ export const ConfigSchema = Type.Object({
 
 export type Config = Static<typeof ConfigSchema>;
 
+const URL_EXPECTED = "expected postgres://user:password@host:5432/database (a URL postgres.js can parse)";
+
+/** Whether postgres.js can parse `url`; like it, reads only the first of a comma-separated host list. */
+function parsesAsUrl(url: string): boolean {
+  const hosts = url.slice(url.indexOf("://") + 3).split(/[?/]/)[0] ?? "";
+  return URL.canParse(url.replace(hosts, hosts.split(",")[0] ?? ""));
+}
+
+/** A rejected value as the error shows it: secrets never (a URL's password, the admin token). */
+function shown(key: string, value: string | undefined): string {
+  if (key === "ADMIN_TOKEN") return `<${value?.length ?? 0} characters>`;
+  if (key === "DATABASE_URL" && value) return JSON.stringify(value.replace(/^([^:/]*:\/\/[^:@/]*:)[^@/]*@/, "$1***@"));
+  return JSON.stringify(value);
+}
+
 /** Reads and validates the configuration; throws one Error listing every invalid variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const raw: Record<string, string> = {};
@@ -60,9 +82,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const key = e.path.slice(1);
     const expected = e.schema.anyOf
       ? `expected one of ${e.schema.anyOf.map((s: { const: string }) => s.const).join(", ")}`
-      : e.message;
-    return `${key}=${JSON.stringify(raw[key])}: ${expected}`;
+      : key === "DATABASE_URL"
+        ? URL_EXPECTED
+        : e.message;
+    return `${key}=${shown(key, raw[key])}: ${expected}`;
   });
+  const urlListed = problems.some((problem) => problem.startsWith("DATABASE_URL="));
+  if (!urlListed && typeof candidate.DATABASE_URL === "string" && !parsesAsUrl(candidate.DATABASE_URL)) {
+    problems.push(`DATABASE_URL=${shown("DATABASE_URL", raw.DATABASE_URL)}: ${URL_EXPECTED}`);
+  }
   if (problems.length > 0) throw new Error(`Invalid configuration:\n  - ${problems.join("\n  - ")}`);
   return candidate as Config;
 }

@@ -1,29 +1,29 @@
 // The only file with side effects: config -> database -> migrate -> app.listen -> graceful shutdown.
-// `coupon-service healthcheck` instead probes /health/ready (distroless images have no curl).
+// `coupon-service healthcheck` instead probes /health/ready (distroless images have no curl); --help
+// and --version print and exit before anything reads the environment or touches a database.
 import { createApp } from "./app";
-import { loadConfig } from "./config";
+import { parseArgs, usage, VERSION } from "./cli";
+import { ConfigSchema, loadConfig } from "./config";
 import { createClaimer } from "./coupons/claims";
 import { createReadSlots } from "./coupons/read-slots";
 import { openDatabase } from "./db/client";
-import { createLogger, errorFields } from "./log";
+import { checkReadiness } from "./healthcheck";
+import { createLogger } from "./log";
 import { createMetrics } from "./metrics/metrics";
+import { describeStartupFailure } from "./startup";
 
 // Past the shutdown deadline, the forced close of connections and of the pool gets this long.
 const EXIT_SLACK_MS = 200;
 
-/** Exits 0 when GET /health/ready on the configured port answers 200, else 1. */
-async function healthcheck(port: number): Promise<never> {
-  try {
-    const response = await fetch(`http://127.0.0.1:${port}/health/ready`, { signal: AbortSignal.timeout(3000) });
-    process.exit(response.status === 200 ? 0 : 1);
-  } catch {
-    process.exit(1);
-  }
+/** Exits 0 when GET /health/ready on the configured port answers 200, else 1 with the reason on stderr. */
+async function healthcheck(): Promise<never> {
+  const reason = await checkReadiness(loadConfig().PORT);
+  if (reason) process.stderr.write(`${reason}\n`);
+  process.exit(reason ? 1 : 0);
 }
 
-async function main(): Promise<void> {
+async function serve(): Promise<void> {
   const config = loadConfig();
-  if (process.argv[2] === "healthcheck") await healthcheck(config.PORT);
   const log = createLogger(config.LOG_LEVEL);
 
   const database = await openDatabase(config);
@@ -60,6 +60,7 @@ async function main(): Promise<void> {
     bodyBytesInFlightMax: config.BODY_BYTES_IN_FLIGHT_MAX,
     readSlots: createReadSlots(config.COUPON_READ_STREAMS_MAX),
     readPageSize: config.COUPON_READ_PAGE_SIZE,
+    logRequests: config.LOG_REQUESTS,
   }).listen({
     hostname: config.HOST,
     port: config.PORT,
@@ -105,11 +106,33 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void shutdown("SIGINT"));
 }
 
+/** Runs what the command line asks for; start-up failures are logged with their cause and a hint. */
+async function main(): Promise<void> {
+  const action = parseArgs(process.argv.slice(2));
+  switch (action.kind) {
+    case "help":
+      process.stdout.write(usage(ConfigSchema));
+      return;
+    case "version":
+      process.stdout.write(`${VERSION}\n`);
+      return;
+    case "usage-error":
+      process.stderr.write(`coupon-service: ${action.message}\n\n${usage(ConfigSchema)}`);
+      process.exit(2);
+      break;
+    case "healthcheck":
+      return healthcheck();
+    case "serve":
+      return serve();
+  }
+}
+
 main().catch((error) => {
   const log = createLogger("error");
-  log.error(
-    error instanceof Error && error.message.startsWith("Invalid configuration") ? error.message : "startup failed",
-    errorFields(error),
-  );
+  if (error instanceof Error && error.message.startsWith("Invalid configuration")) log.error(error.message);
+  else {
+    const failure = describeStartupFailure(error);
+    log.error(failure.msg, failure.fields);
+  }
   process.exit(1);
 });

@@ -54,6 +54,30 @@ describe("loadConfig", () => {
     }
   });
 
+  it("reads LOG_REQUESTS, all by default, and lists a wrong one with the choices", () => {
+    expect(loadConfig({}).LOG_REQUESTS).toBe("all");
+    expect(loadConfig({ LOG_REQUESTS: "errors" }).LOG_REQUESTS).toBe("errors");
+    expect(() => loadConfig({ LOG_REQUESTS: "some" })).toThrow(
+      'LOG_REQUESTS="some": expected one of all, errors, none',
+    );
+  });
+
+  it("rejects a DATABASE_URL postgres.js cannot parse, or of another scheme, without showing its password", () => {
+    for (const url of ["postgres://u:pw-s3cret@h:notaport/d", "mysql://u:pw-s3cret@h/d"]) {
+      const attempt = () => loadConfig({ DATABASE_URL: url });
+      expect(attempt).toThrow("expected postgres://user:password@host:5432/database");
+      expect(attempt).not.toThrow(/s3cret/);
+      expect(attempt).toThrow("u:***@h");
+    }
+    expect(loadConfig({ DATABASE_URL: "postgres://u@h1:5432,h2:5433/d" }).DATABASE_URL).toBe(
+      "postgres://u@h1:5432,h2:5433/d",
+    );
+  });
+
+  it("never shows a rejected admin token", () => {
+    expect(() => loadConfig({ ADMIN_TOKEN: "short-s3cret" })).toThrow("ADMIN_TOKEN=<12 characters>");
+  });
+
   it("rejects a port out of range and a short admin token", () => {
     expect(() => loadConfig({ PORT: "70000" })).toThrow(/PORT="70000"/);
     expect(() => loadConfig({ ADMIN_TOKEN: "short" })).toThrow(/ADMIN_TOKEN/);

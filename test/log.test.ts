@@ -1,5 +1,5 @@
 import { describe, expect, it } from "bun:test";
-import { createLogger, errorFields } from "../src/log";
+import { createLogger, errorFields, requestLogLevel } from "../src/log";
 
 describe("createLogger", () => {
   it("writes one JSON line per entry at or above its level", () => {
@@ -27,5 +27,30 @@ describe("errorFields", () => {
     expect(fields.err.message).toBe("boom");
     expect(fields.err.stack).toContain("boom");
     expect(errorFields("plain")).toEqual({ err: { message: "plain" } });
+  });
+});
+
+describe("requestLogLevel", () => {
+  it("with all, logs every request at info except probes and docs assets, at debug", () => {
+    expect(requestLogLevel("all", "/api/coupons/claim", 409)).toBe("info");
+    expect(requestLogLevel("all", "/api/coupons/X", 200)).toBe("info");
+    expect(requestLogLevel("all", "/health/ready", 200)).toBe("debug");
+    expect(requestLogLevel("all", "/health/live", 503)).toBe("debug");
+    expect(requestLogLevel("all", "/docs/assets/swagger-ui.css", 200)).toBe("debug");
+    expect(requestLogLevel("all", "/docs", 200)).toBe("info");
+  });
+
+  it("with errors, logs only 5xx at info, not the expected 4xx answers", () => {
+    expect(requestLogLevel("errors", "/api/coupons/claim", 503)).toBe("info");
+    expect(requestLogLevel("errors", "/api/coupons/claim", 500)).toBe("info");
+    expect(requestLogLevel("errors", "/api/coupons/claim", 409)).toBeUndefined();
+    expect(requestLogLevel("errors", "/api/coupons", 400)).toBeUndefined();
+    expect(requestLogLevel("errors", "/api/coupons/claim", 201)).toBeUndefined();
+    expect(requestLogLevel("errors", "/health/ready", 503)).toBe("debug");
+  });
+
+  it("with none, logs nothing", () => {
+    expect(requestLogLevel("none", "/api/coupons/claim", 500)).toBeUndefined();
+    expect(requestLogLevel("none", "/health/live", 200)).toBeUndefined();
   });
 });

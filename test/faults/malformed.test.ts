@@ -9,7 +9,8 @@ let database: TestDatabase;
 let service: Service;
 beforeAll(async () => {
   database = await createTestDatabase();
-  service = await startService({ DATABASE_URL: database.url });
+  // Probes log their request line at debug (LOG_REQUESTS, src/log.ts); most cases here are probes.
+  service = await startService({ DATABASE_URL: database.url, LOG_LEVEL: "debug", LOG_REQUESTS: "all" });
   expect((await service.api.createCoupon("EDGE", 100)).status).toBe(201);
 });
 afterAll(async () => {

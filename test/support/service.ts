@@ -46,6 +46,39 @@ export async function startService(env: Record<string, string>): Promise<Service
   return { child, port, api: client(`http://127.0.0.1:${port}`), logs, finalLogs: () => reader.then(logs) };
 }
 
+export interface Finished {
+  code: number;
+  /** Every stdout line, parsed when it is JSON (the log), else as { text }. */
+  logs: Record<string, any>[];
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs src/main.ts with `args` and `env` on top of the test's, in `cwd`, until it exits (start-up failures, CLI). */
+export async function runToExit(args: string[], env: Record<string, string>, cwd?: string): Promise<Finished> {
+  const child = Bun.spawn(["bun", MAIN, ...args], {
+    env: { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
+    cwd,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
+  clearTimeout(timer);
+  const parse = (line: string) => {
+    try {
+      return JSON.parse(line);
+    } catch {
+      return { text: line };
+    }
+  };
+  return { code, stdout, stderr, logs: stdout.split("\n").filter(Boolean).map(parse) };
+}
+
 export interface RawAnswer {
   /** Everything the server wrote, as latin1 (bytes preserved). */
   text: string;
