@@ -6,9 +6,11 @@
 CREATE FUNCTION claim_batch(p_coupon text, p_users text[])
 RETURNS TABLE (outcome text, claimed_at timestamptz, remaining integer)
 LANGUAGE plpgsql
--- Planned for each call with its real values: a cached generic plan would keep the choice made while
--- the table was small (or before it was analysed) for the rest of the sale.
-SET plan_cache_mode = force_custom_plan
+-- No sequential scans: with the probe below the unique index is the only index that fits, and a plan
+-- made while the table was small (plpgsql caches it per connection) must not keep scanning it all
+-- for the rest of the sale. So the plan is the same whatever the statistics, and costs no planning
+-- per call.
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 BEGIN
