@@ -11,6 +11,22 @@ import { claimRejections, codesWithStatus } from "./outcomes";
 const claimProblems = (status: number) =>
   Object.fromEntries(Object.entries(claimRejections).filter(([, rejection]) => errorStatus[rejection.code] === status));
 
+/** What either POST may answer about its body, and the generic 500. */
+const bodyProblems = {
+  413: {
+    description: `Body over ${MAX_BODY_BYTES / 1024} KiB (PAYLOAD_TOO_LARGE)`,
+    problems: { tooLarge: commonProblems.tooLarge },
+  },
+  415: {
+    description: "Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)",
+    problems: { notJson: commonProblems.notJson },
+  },
+  500: {
+    description: "Unexpected failure (INTERNAL_ERROR)",
+    problems: { internal: commonProblems.internal },
+  },
+};
+
 /** POST /api/coupons. */
 export const createDocs: DocumentDecoration = {
   summary: "Create a coupon",
@@ -48,18 +64,7 @@ export const createDocs: DocumentDecoration = {
         COUPON_EXISTS: { code: "COUPON_EXISTS", detail: 'A coupon named "BLACK_FRIDAY" already exists.' },
       },
     },
-    413: {
-      description: `Body over ${MAX_BODY_BYTES / 1024} KiB (PAYLOAD_TOO_LARGE)`,
-      problems: { tooLarge: commonProblems.tooLarge },
-    },
-    415: {
-      description: "Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)",
-      problems: { notJson: commonProblems.notJson },
-    },
-    500: {
-      description: "Unexpected failure (INTERNAL_ERROR)",
-      problems: { internal: commonProblems.internal },
-    },
+    ...bodyProblems,
     503: {
       description: "Database unavailable or slow, or too many request bodies in flight (SERVICE_UNAVAILABLE)",
       problems: {
@@ -93,18 +98,7 @@ export const claimDocs: DocumentDecoration = {
       description: `${codesWithStatus(409)}, checked in that order (already claimed first, even when sold out)`,
       problems: claimProblems(409),
     },
-    413: {
-      description: `Body over ${MAX_BODY_BYTES / 1024} KiB (PAYLOAD_TOO_LARGE)`,
-      problems: { tooLarge: commonProblems.tooLarge },
-    },
-    415: {
-      description: "Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)",
-      problems: { notJson: commonProblems.notJson },
-    },
-    500: {
-      description: "Unexpected failure (INTERNAL_ERROR)",
-      problems: { internal: commonProblems.internal },
-    },
+    ...bodyProblems,
     503: {
       description: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503)}); safe to retry`,
       problems: { ...claimProblems(503), bodiesInFlight: commonProblems.bodiesInFlight },
