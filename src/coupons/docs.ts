@@ -1,15 +1,10 @@
 // The OpenAPI description of the coupon routes: summaries, security and every documented answer with
 // its example problems. The claim's rejections come from outcomes.ts, so the docs cannot drift.
 import type { DocumentDecoration } from "elysia";
-import { errorStatus } from "../errors";
 import { MAX_BODY_BYTES } from "../http/body";
 import { commonProblems, documentedResponses } from "../http/problems";
 import { ClaimCreated, CouponCreated, CouponDetails } from "./model";
-import { claimRejections, codesWithStatus } from "./outcomes";
-
-/** The claim's rejections answered with `status`, as documented problem examples named by outcome. */
-const claimProblems = (status: number) =>
-  Object.fromEntries(Object.entries(claimRejections).filter(([, rejection]) => errorStatus[rejection.code] === status));
+import { codesWithStatus, rejectionsWithStatus } from "./outcomes";
 
 /** What either POST may answer about its body, and the generic 500. */
 const bodyProblems = {
@@ -93,15 +88,15 @@ export const claimDocs: DocumentDecoration = {
         malformedJson: commonProblems.malformedJson,
       },
     },
-    404: { description: `No such coupon (${codesWithStatus(404)})`, problems: claimProblems(404) },
+    404: { description: `No such coupon (${codesWithStatus(404)})`, problems: rejectionsWithStatus(404) },
     409: {
       description: `${codesWithStatus(409)}, checked in that order (already claimed first, even when sold out)`,
-      problems: claimProblems(409),
+      problems: rejectionsWithStatus(409),
     },
     ...bodyProblems,
     503: {
       description: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503)}); safe to retry`,
-      problems: { ...claimProblems(503), bodiesInFlight: commonProblems.bodiesInFlight },
+      problems: { ...rejectionsWithStatus(503), bodiesInFlight: commonProblems.bodiesInFlight },
     },
   }),
 };

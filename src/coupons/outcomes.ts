@@ -43,17 +43,15 @@ export const claimOutcomes: readonly ClaimOutcome[] = [
   ...(Object.keys(claimRejections) as ClaimRejection[]),
 ];
 
-/** The HTTP status of an outcome. */
-export function outcomeStatus(outcome: ClaimOutcome): number {
-  return outcome === "created" ? 201 : errorStatus[claimRejections[outcome].code];
+/** The rejections answered with `status`, by outcome: the API documentation's examples. */
+export function rejectionsWithStatus(status: number): Partial<Record<ClaimRejection, Rejection>> {
+  return Object.fromEntries(
+    Object.entries(claimRejections).filter(([, rejection]) => errorStatus[rejection.code] === status),
+  );
 }
 
 /** "ALREADY_CLAIMED or SOLD_OUT": the codes answered with `status`, for the API documentation. */
 export function codesWithStatus(status: number): string {
-  const codes = new Set(
-    Object.values(claimRejections)
-      .filter((rejection) => errorStatus[rejection.code] === status)
-      .map((rejection) => rejection.code),
-  );
+  const codes = new Set(Object.values(rejectionsWithStatus(status)).map((rejection) => rejection.code));
   return [...codes].join(" or ");
 }
