@@ -11,6 +11,13 @@ export const ConfigSchema = Type.Object({
   DATABASE_URL: Type.Optional(
     Type.String({ pattern: "^postgres(ql)?://", description: "PostgreSQL URL; unset = embedded PGlite" }),
   ),
+  LISTEN_DATABASE_URL: Type.Optional(
+    Type.String({
+      pattern: "^postgres(ql)?://",
+      description:
+        "where the change feed LISTENs; default DATABASE_URL (behind a transaction pooler, the server itself)",
+    }),
+  ),
   DATA_DIR: Type.String({ minLength: 1, default: "./data", description: "PGlite data folder (embedded mode)" }),
   PORT: Int(0, 65535, 3000, "HTTP port"),
   HOST: Type.String({ minLength: 1, default: "0.0.0.0", description: "HTTP bind address" }),
@@ -33,8 +40,14 @@ export const ConfigSchema = Type.Object({
   CLAIM_QUEUE_MAX: Int(1, 1_000_000, 10_000, "claims waiting per coupon before 503"),
   PENDING_MAX: Int(1, 10_000_000, 50_000, "claims waiting in the whole process before 503"),
   OVERLOAD_REFUSAL_DELAY_MS: Int(0, 60_000, 1000, "a claim refused for overload gets its 503 after this long"),
-  SOLD_OUT_CACHE_MAX: Int(0, 10_000_000, 100_000, "claimers held in memory per sold-out coupon"),
+  SOLD_OUT_CACHE_MAX: Int(0, 10_000_000, 100_000, "claimers held in memory per coupon answered from memory"),
   SOLD_OUT_CACHE_BYTES: Int(0, 68_719_476_736, 134_217_728, "bytes of claimer ids held in memory, whole process"),
+  SCHEDULE_MARGIN_MS: Int(
+    0,
+    600_000,
+    1000,
+    "claims this close to a sale's opening (database clock) go to the database, not memory",
+  ),
   BODY_BYTES_IN_FLIGHT_MAX: Int(
     65_536,
     68_719_476_736,
@@ -62,7 +75,8 @@ function parsesAsUrl(url: string): boolean {
 /** A rejected value as the error shows it: secrets never (a URL's password, the admin token). */
 function shown(key: string, value: string | undefined): string {
   if (key === "ADMIN_TOKEN") return `<${value?.length ?? 0} characters>`;
-  if (key === "DATABASE_URL" && value) return JSON.stringify(value.replace(/^([^:/]*:\/\/[^:@/]*:)[^@/]*@/, "$1***@"));
+  if (key.endsWith("DATABASE_URL") && value)
+    return JSON.stringify(value.replace(/^([^:/]*:\/\/[^:@/]*:)[^@/]*@/, "$1***@"));
   return JSON.stringify(value);
 }
 
@@ -82,14 +96,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const key = e.path.slice(1);
     const expected = e.schema.anyOf
       ? `expected one of ${e.schema.anyOf.map((s: { const: string }) => s.const).join(", ")}`
-      : key === "DATABASE_URL"
+      : key.endsWith("DATABASE_URL")
         ? URL_EXPECTED
         : e.message;
     return `${key}=${shown(key, raw[key])}: ${expected}`;
   });
-  const urlListed = problems.some((problem) => problem.startsWith("DATABASE_URL="));
-  if (!urlListed && typeof candidate.DATABASE_URL === "string" && !parsesAsUrl(candidate.DATABASE_URL)) {
-    problems.push(`DATABASE_URL=${shown("DATABASE_URL", raw.DATABASE_URL)}: ${URL_EXPECTED}`);
+  for (const key of ["DATABASE_URL", "LISTEN_DATABASE_URL"] as const) {
+    const listed = problems.some((problem) => problem.startsWith(`${key}=`));
+    const url = candidate[key];
+    if (!listed && typeof url === "string" && !parsesAsUrl(url)) {
+      problems.push(`${key}=${shown(key, raw[key])}: ${URL_EXPECTED}`);
+    }
   }
   if (problems.length > 0) throw new Error(`Invalid configuration:\n  - ${problems.join("\n  - ")}`);
   return candidate as Config;

@@ -36,9 +36,12 @@ async function serve(): Promise<void> {
   await database.migrate();
   log.info("migrations applied", { database: database.kind });
 
+  const feed = await database.listen({ log });
   let draining = false;
   let closing = false;
   const claimer = createClaimer(database.db, {
+    feed,
+    scheduleMarginMs: config.SCHEDULE_MARGIN_MS,
     batchMax: config.CLAIM_BATCH_MAX,
     queueMax: config.CLAIM_QUEUE_MAX,
     pendingMax: config.PENDING_MAX,
@@ -51,7 +54,7 @@ async function serve(): Promise<void> {
   const app = createApp({
     db: database.db,
     log,
-    metrics: createMetrics(),
+    metrics: createMetrics({ claims: claimer.stats, feed }),
     claimer,
     adminToken: config.ADMIN_TOKEN,
     isDraining: () => draining,
@@ -98,6 +101,7 @@ async function serve(): Promise<void> {
       log.warn("grace period over; closing remaining connections");
       await server.stop(true);
     }
+    await feed.close();
     await database.close(left());
     log.info("stopped", { signal });
     process.exit(0);

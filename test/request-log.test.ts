@@ -5,6 +5,7 @@ import { createClaimer } from "../src/coupons/claims";
 import { createLogger, type RequestLogMode } from "../src/log";
 import { createMetrics } from "../src/metrics/metrics";
 import { createTestDatabase, type TestDatabase } from "./support/database";
+import { testFeed } from "./support/feed";
 
 let database: TestDatabase;
 beforeAll(async () => {
@@ -24,6 +25,8 @@ async function requestLines(mode: RequestLogMode | undefined, level: "debug" | "
     soldOutCacheMax: 100_000,
     soldOutCacheBytes: 1 << 20,
     refusalDelayMs: 0,
+    scheduleMarginMs: 1000,
+    feed: testFeed(),
     log,
   });
   const app = createApp({ db: database.handle.db, log, metrics: createMetrics(), claimer, logRequests: mode });

@@ -13,6 +13,8 @@ export interface ClaimDecision {
   outcome: DecidedOutcome;
   /** Set when outcome is "created". */
   claimedAt?: Date;
+  /** Set when outcome is "sale_not_started": milliseconds to the opening, by the database's clock. */
+  opensInMs?: number;
 }
 
 export interface BatchResult {
@@ -26,6 +28,7 @@ interface DecisionRow {
   outcome: DecidedOutcome;
   claimed_at: Date | string | null;
   remaining: number | null;
+  opens_in_ms: number | string | null;
 }
 
 /**
@@ -37,12 +40,14 @@ export async function decideClaims(db: Database, couponName: string, userIds: st
   try {
     const rows = await queryRows<DecisionRow>(
       db,
-      sql`select outcome, claimed_at, remaining from claim_batch(${couponName}, ${sql.param(userIds)}::text[])`,
+      sql`select outcome, claimed_at, remaining, opens_in_ms
+        from claim_batch(${couponName}, ${sql.param(userIds)}::text[])`,
     );
     return {
       decisions: rows.map((row) => ({
         outcome: row.outcome,
         ...(row.claimed_at ? { claimedAt: new Date(row.claimed_at) } : {}),
+        ...(row.opens_in_ms !== null ? { opensInMs: Number(row.opens_in_ms) } : {}),
       })),
       remaining: rows[0]?.remaining ?? null,
     };
@@ -60,11 +65,62 @@ export async function decideClaims(db: Database, couponName: string, userIds: st
   }
 }
 
-/** Every user holding a claim on `couponName`, or null when there are more than `limit`. */
-export async function claimersUpTo(db: Database, couponName: string, limit: number): Promise<string[] | null> {
-  const rows = await queryRows<{ user_id: string }>(
+/**
+ * Takes `couponName`'s claim lock for the rest of the transaction: the same key claim_batch takes,
+ * so a change made under it and the batches on that coupon are decided one after the other.
+ */
+export async function lockCoupon(tx: Database, couponName: string): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${couponName}, 0))`);
+}
+
+/** A coupon's sale state and holders, read in one statement (so they agree), for answers.ts. */
+export interface ClaimSnapshot {
+  active: boolean;
+  /** Epoch ms by the database's clock; null = no bound. */
+  startsAt: number | null;
+  endsAt: number | null;
+  remaining: number;
+  /** The database's clock when it was read. */
+  now: number;
+  /** Every holder, or null when there are more than the limit asked. */
+  claimers: string[] | null;
+}
+
+interface SnapshotRow {
+  active: boolean;
+  starts_at: number | string | null;
+  ends_at: number | string | null;
+  remaining_amount: number;
+  now: number | string;
+  claimers: string[] | string | null;
+}
+
+const epochMs = (column: string) => sql.raw(`(extract(epoch from ${column}) * 1000)::float8`);
+const ms = (value: number | string | null) => (value === null ? null : Number(value));
+
+/** The snapshot of `couponName`, with up to `limit` holders; undefined when there is no such coupon. */
+export async function claimSnapshot(
+  db: Database,
+  couponName: string,
+  limit: number,
+): Promise<ClaimSnapshot | undefined> {
+  const [row] = await queryRows<SnapshotRow>(
     db,
-    sql`select user_id from claims where coupon_name = ${couponName} limit ${limit + 1}`,
+    sql`select c.active, ${epochMs("c.starts_at")} as starts_at, ${epochMs("c.ends_at")} as ends_at,
+      c.remaining_amount, ${epochMs("clock_timestamp()")} as now,
+      (select coalesce(json_agg(s.user_id), '[]'::json)
+        from (select user_id from claims where coupon_name = c.name limit ${limit + 1}) s) as claimers
+    from coupons c where c.name = ${couponName}`,
   );
-  return rows.length > limit ? null : rows.map((row) => row.user_id);
+  if (!row) return undefined;
+  // The drivers differ: json may come back parsed or as text.
+  const claimers: string[] = typeof row.claimers === "string" ? JSON.parse(row.claimers) : (row.claimers ?? []);
+  return {
+    active: row.active,
+    startsAt: ms(row.starts_at),
+    endsAt: ms(row.ends_at),
+    remaining: row.remaining_amount,
+    now: Number(row.now),
+    claimers: claimers.length > limit ? null : claimers,
+  };
 }

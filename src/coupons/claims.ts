@@ -2,12 +2,13 @@
 // cannot be wrong (answers.ts), else queued for its coupon's next batch (group-commit.ts), whose one
 // statement decides it under the coupon's lock (claim-sql.ts); or refused at admission. Every expected
 // outcome is a value of outcomes.ts, never a thrown error.
+import type { ChangeFeed } from "../db/changes";
 import type { Database } from "../db/client";
 import { errorFields, type Logger } from "../log";
 import { createAnswers } from "./answers";
-import { decideClaims } from "./claim-sql";
+import { type ClaimDecision, decideClaims } from "./claim-sql";
 import { createGroupCommit } from "./group-commit";
-import { type ClaimOutcome, claimOutcomes } from "./outcomes";
+import { type ClaimOutcome, claimOutcomes, closedOutcomes } from "./outcomes";
 
 /** One claim as the route hands it over: what is asked, and by when it must be answered. */
 export interface ClaimRequest {
@@ -22,6 +23,8 @@ export interface ClaimResult {
   outcome: ClaimOutcome;
   /** Set when outcome is "created". */
   claimedAt?: Date;
+  /** Seconds to wait before retrying, when the outcome's own Retry-After does not say (sale_not_started). */
+  retryAfter?: number;
 }
 
 export interface ClaimerOptions {
@@ -32,6 +35,10 @@ export interface ClaimerOptions {
   timeoutMs: number;
   soldOutCacheMax: number;
   soldOutCacheBytes: number;
+  /** SCHEDULE_MARGIN_MS: claims this close to an opening are decided by the database. */
+  scheduleMarginMs: number;
+  /** The change feed that tells what answers from memory must forget; none live = none from memory. */
+  feed: ChangeFeed;
   /** How long a claim refused for overload waits before its 503 is sent (never past its deadline). */
   refusalDelayMs: number;
   log: Logger;
@@ -39,8 +46,19 @@ export interface ClaimerOptions {
   decide?: typeof decideClaims;
 }
 
+/** What the claim path has done, for the metrics. */
+export interface ClaimStats {
+  /** Batches sent to the database. */
+  batches: number;
+  /** Claims answered from memory. */
+  fromMemory: number;
+}
+
 export interface Claimer {
   claimCoupon(request: ClaimRequest): Promise<ClaimResult>;
+  /** Forgets what is answered from memory for `couponName` (this process changed it). */
+  invalidate(couponName: string): void;
+  readonly stats: Readonly<ClaimStats>;
   /** Resolves once no claim is waiting or in flight. */
   drain(): Promise<void>;
   readonly pending: number;
@@ -57,26 +75,45 @@ const results = Object.fromEntries(claimOutcomes.map((outcome) => [outcome, Obje
   ClaimResult
 >;
 
+/** A decision as a result; the seconds to an opening become Retry-After (at least 1). */
+function toResult(decision: ClaimDecision): ClaimResult {
+  if (decision.opensInMs === undefined) return decision;
+  return { outcome: decision.outcome, retryAfter: Math.max(1, Math.ceil(decision.opensInMs / 1000)) };
+}
+
 /** Creates the claim path of one process; wire one per app. */
 export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
   const decide = options.decide ?? decideClaims;
   const { log } = options;
+  const stats: ClaimStats = { batches: 0, fromMemory: 0 };
   const answers = createAnswers(db, {
+    feed: options.feed,
     maxClaimers: options.soldOutCacheMax,
     maxBytes: options.soldOutCacheBytes,
+    marginMs: options.scheduleMarginMs,
     loadTimeoutMs: options.timeoutMs,
     log,
+  });
+  // A change announced by any replica: forget, then learn again at once, so the herd waiting for a
+  // newly scheduled (or paused) sale is answered from memory from its first claim.
+  options.feed.subscribe({
+    change(coupon) {
+      answers.invalidate(coupon);
+      answers.learn(coupon);
+    },
+    lost: answers.clear,
   });
   const batches = createGroupCommit<ClaimRequest, ClaimResult>({
     ...options,
     async decide(coupon, requests) {
+      stats.batches++;
       const batch = await decide(
         db,
         coupon,
         requests.map((request) => request.user),
       );
-      if (batch.remaining === 0) answers.soldOut(coupon);
-      return batch.decisions;
+      if (batch.remaining === 0 || batch.decisions.some((d) => closedOutcomes.has(d.outcome))) answers.learn(coupon);
+      return batch.decisions.map(toResult);
     },
     onTrouble({ key, size, error, lateMs }) {
       if (error)
@@ -113,12 +150,17 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
   return {
     claimCoupon(request) {
       const known = answers.answer(request.coupon, request.user);
-      if (known) return Promise.resolve(results[known]);
+      if (known) {
+        stats.fromMemory++;
+        return Promise.resolve(known.retryAfter === undefined ? results[known.outcome] : known);
+      }
       return batches.submit(request.coupon, request).then((answer) => {
         if (answer === "overloaded") return paced(request);
         return typeof answer === "string" ? results[answer] : answer;
       });
     },
+    invalidate: answers.invalidate,
+    stats,
     drain: batches.drain,
     get pending() {
       return batches.pending;

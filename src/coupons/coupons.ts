@@ -1,142 +1,88 @@
-// Creating and reading coupons.
-import { sql } from "drizzle-orm";
+// Creating, listing and changing coupons. Reading one with its claimers is read.ts.
+import { asc, eq, gt } from "drizzle-orm";
+import { announceChange } from "../db/changes";
 import type { Database } from "../db/client";
-import { withDeadline } from "../db/deadline";
-import { queryRows } from "../db/rows";
+import { CHECK_VIOLATION, pgErrorCode } from "../db/errors";
 import { coupons } from "../db/schema";
 import { AppError } from "../errors";
-import type { CouponCreated, CouponDetails } from "./model";
-import { createReadSlots, type ReadSlots } from "./read-slots";
+import { lockCoupon } from "./claim-sql";
+import type { CouponCreated, CouponPage, CouponSummary } from "./model";
+import { type SaleChange, saleFields } from "./schedule";
 
-/** Creates a coupon with its full stock; COUPON_EXISTS when the name is taken. */
-export async function createCoupon(db: Database, name: string, amount: number): Promise<CouponCreated> {
-  const rows = await db
-    .insert(coupons)
-    .values({ name, amount, remainingAmount: amount })
-    .onConflictDoNothing({ target: coupons.name })
-    .returning({ name: coupons.name, amount: coupons.amount, remaining_amount: coupons.remainingAmount });
+const summaryColumns = {
+  name: coupons.name,
+  amount: coupons.amount,
+  remaining_amount: coupons.remainingAmount,
+  starts_at: coupons.startsAt,
+  ends_at: coupons.endsAt,
+  active: coupons.active,
+};
+
+type SummaryRow = { name: string; amount: number; remaining_amount: number } & Parameters<typeof saleFields>[0];
+
+const summary = ({ name, amount, remaining_amount, ...sale }: SummaryRow): CouponSummary => ({
+  name,
+  amount,
+  remaining_amount,
+  ...saleFields(sale),
+});
+
+/**
+ * Creates a coupon with its full stock; COUPON_EXISTS when the name is taken. A scheduled one is
+ * announced on the change feed, so every replica learns at once that claims on it cannot win yet.
+ */
+export async function createCoupon(
+  db: Database,
+  name: string,
+  amount: number,
+  schedule: { startsAt?: Date; endsAt?: Date } = {},
+): Promise<CouponCreated> {
+  const insert = (tx: Database) =>
+    tx
+      .insert(coupons)
+      .values({ name, amount, remainingAmount: amount, ...schedule })
+      .onConflictDoNothing({ target: coupons.name })
+      .returning(summaryColumns);
+  const scheduled = schedule.startsAt !== undefined || schedule.endsAt !== undefined;
+  const rows = scheduled
+    ? await db.transaction(async (tx) => {
+        const inserted = await insert(tx as unknown as Database);
+        if (inserted[0]) await tx.execute(announceChange(name));
+        return inserted;
+      })
+    : await insert(db);
   const created = rows[0];
   if (!created) throw new AppError("COUPON_EXISTS", `A coupon named ${JSON.stringify(name)} already exists.`);
-  return created;
+  return summary(created);
 }
 
-/** Claimers of a big coupon in claim order, one page at a time; `signal` aborts at the read's deadline. */
-export interface ClaimerPages extends AsyncIterable<string[]> {
-  readonly signal: AbortSignal;
-}
-
-/** A read coupon: small ones carry their claimers, big ones a pull-based sequence of pages of them. */
-export type CouponRead = Omit<CouponDetails, "claimed_by"> & { claimed_by: string[] | ClaimerPages };
-
-const busy = (detail: string) => new AppError("SERVICE_UNAVAILABLE", detail, { retryAfter: 1 });
-
-export interface ReadOptions {
-  /** Claimers per page, and the most a coupon may have to be answered from one statement. */
-  pageSize?: number;
-  slots?: ReadSlots;
-}
-
-interface HeadRow {
-  name: string;
-  amount: number;
-  remaining_amount: number;
-  last_id: string | null;
-  claimed_by: string[] | string | null;
+/** One page of coupons in name order, after the name `after`; next_after names the last one when more follow. */
+export async function listCoupons(db: Database, limit: number, after?: string): Promise<CouponPage> {
+  const rows = await db
+    .select(summaryColumns)
+    .from(coupons)
+    .where(after === undefined ? undefined : gt(coupons.name, after))
+    .orderBy(asc(coupons.name))
+    .limit(limit + 1);
+  const page = rows.slice(0, limit);
+  return { coupons: page.map(summary), next_after: rows.length > limit ? (page.at(-1)?.name ?? null) : null };
 }
 
 /**
- * Reads a coupon as one snapshot: stock and claimers agree. Up to `pageSize` claimers come from one
- * statement; more are paged by id after taking a slot, so no read holds a big coupon's claimers in
- * memory. `deadline` (epoch ms) bounds the wait for the database and for a slot; from its slot, a
- * paged read has as long again to stream.
+ * Changes a sale's schedule or pauses/resumes it, under the coupon's claim lock (so no batch decides
+ * on the old rules after this commits) and announced on the change feed in the same transaction.
  */
-export async function readCoupon(
-  db: Database,
-  name: string,
-  deadline: number,
-  { pageSize = 1_000, slots = createReadSlots(Number.POSITIVE_INFINITY) }: ReadOptions = {},
-): Promise<CouponRead> {
-  const budget = deadline - Date.now();
-  const left = () => Math.max(0, deadline - Date.now());
-  // The claimers are aggregated only when the ledger says they fit; the limit keeps that bound anyway.
-  const [head] = await withDeadline(
-    queryRows<HeadRow>(
-      db,
-      sql`select c.name, c.amount, c.remaining_amount,
-        (select max(id)::text from claims where coupon_name = c.name) as last_id,
-        case when c.amount - c.remaining_amount <= ${pageSize} then (
-          select coalesce(json_agg(s.user_id order by s.id), '[]'::json) from (
-            select user_id, id from claims where coupon_name = c.name order by id limit ${pageSize + 1}) s)
-        end as claimed_by
-      from coupons c where c.name = ${name}`,
-    ),
-    left(),
-  );
-  if (!head) throw new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(name)}.`);
-  const { amount, remaining_amount, last_id } = head;
-  // The drivers differ: json may come back parsed or as text.
-  const claimers: string[] | null = typeof head.claimed_by === "string" ? JSON.parse(head.claimed_by) : head.claimed_by;
-  if (claimers && claimers.length <= pageSize)
-    return { name: head.name, amount, remaining_amount, claimed_by: claimers };
-  const release = await slots.acquire(deadline);
-  // From its slot, a read gets the whole budget again to stream: one that waited for the slot still
-  // finishes, and no slow client holds a slot longer than a request may wait.
-  const streamDeadline = Date.now() + budget;
-  const abort = new AbortController();
-  const timer = setTimeout(() => {
-    release();
-    abort.abort(busy("The coupon could not be read in time."));
-  }, budget);
-  const pages = claimerPages(db, name, last_id ?? "0", amount - remaining_amount, pageSize, streamDeadline);
-  async function* guarded() {
-    try {
-      yield* pages;
-    } finally {
-      clearTimeout(timer);
-      release();
-    }
+export async function updateCoupon(db: Database, name: string, change: SaleChange): Promise<CouponSummary> {
+  try {
+    return await db.transaction(async (tx) => {
+      await lockCoupon(tx as unknown as Database, name);
+      const [row] = await tx.update(coupons).set(change).where(eq(coupons.name, name)).returning(summaryColumns);
+      if (!row) throw new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(name)}.`);
+      await tx.execute(announceChange(name));
+      return summary(row);
+    });
+  } catch (error) {
+    if (pgErrorCode(error) !== CHECK_VIOLATION) throw error;
+    throw new AppError("VALIDATION_FAILED", "ends_at: must be after starts_at (as the coupon would have them)");
   }
-  return {
-    name: head.name,
-    amount,
-    remaining_amount,
-    claimed_by: { signal: abort.signal, [Symbol.asyncIterator]: guarded },
-  };
-}
-
-/**
- * The claims of `name` up to `lastId`, in id order: exactly those of the snapshot that read `lastId`.
- * A claim is inserted under its coupon's advisory lock and committed before the lock is released
- * (claim_batch), so a claim committed later always has a larger id; claims are never deleted. If that
- * ever stops being true, the count check fails the read rather than answer claimers that disagree
- * with the stock.
- */
-async function* claimerPages(
-  db: Database,
-  name: string,
-  lastId: string,
-  expected: number,
-  pageSize: number,
-  deadline: number,
-): AsyncGenerator<string[]> {
-  let after = "0";
-  let count = 0;
-  while (after !== lastId) {
-    const left = deadline - Date.now();
-    if (left <= 0) throw busy("The coupon could not be read in time.");
-    const rows = await withDeadline(
-      queryRows<{ id: string; user_id: string }>(
-        db,
-        sql`select id::text as id, user_id from claims
-          where coupon_name = ${name} and id > ${after}::bigint and id <= ${lastId}::bigint
-          order by claims.id limit ${pageSize}`,
-      ),
-      left,
-    );
-    if (rows.length === 0) break;
-    count += rows.length;
-    after = (rows[rows.length - 1] as { id: string }).id;
-    yield rows.map((row) => row.user_id);
-  }
-  if (count !== expected) throw new Error(`coupon ${name}: ${count} claimers read, the stock says ${expected}`);
 }

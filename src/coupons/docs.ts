@@ -3,7 +3,7 @@
 import type { DocumentDecoration } from "elysia";
 import { MAX_BODY_BYTES } from "../http/body";
 import { commonProblems, documentedResponses } from "../http/problems";
-import { ClaimCreated, CouponCreated, CouponDetails } from "./model";
+import { ClaimCreated, CouponCreated, CouponDetails, CouponPage, CouponSummary } from "./model";
 import { codesWithStatus, rejectionsWithStatus } from "./outcomes";
 
 /** What either POST may answer about its body, and the generic 500. */
@@ -22,11 +22,42 @@ const bodyProblems = {
   },
 };
 
+/** The 401 and 403 of a route behind ADMIN_TOKEN; `action` as the problem's detail says it. */
+const adminProblems = (action: "Creating" | "Changing") => ({
+  401: {
+    description: "Missing bearer token, when ADMIN_TOKEN is set (UNAUTHORIZED)",
+    problems: {
+      UNAUTHORIZED: {
+        code: "UNAUTHORIZED" as const,
+        detail: `${action} coupons requires Authorization: Bearer <token>.`,
+      },
+    },
+  },
+  403: {
+    description: "Wrong bearer token (FORBIDDEN)",
+    problems: {
+      FORBIDDEN: {
+        code: "FORBIDDEN" as const,
+        detail: `The bearer token is not valid for ${action.toLowerCase()} coupons.`,
+      },
+    },
+  },
+});
+
+const databaseProblems = {
+  databaseUnavailable: commonProblems.databaseUnavailable,
+  databaseSlow: commonProblems.databaseSlow,
+} as const;
+
+const scheduleOrder = { code: "VALIDATION_FAILED", detail: "ends_at: must be after starts_at" } as const;
+
 /** POST /api/coupons. */
 export const createDocs: DocumentDecoration = {
   summary: "Create a coupon",
-  description:
+  description: [
     "Creates a coupon with `amount` in stock. When the service runs with ADMIN_TOKEN, requires `Authorization: Bearer <token>`.",
+    "Optional `starts_at` and `ends_at` (RFC 3339 with an offset) schedule the sale: claims win only from `starts_at` and before `ends_at`, by the database's clock. The answer carries them only when given.",
+  ].join("\n\n"),
   // Either no credentials (no ADMIN_TOKEN) or the bearer token: the UI offers Authorize.
   security: [{}, { adminToken: [] }],
   responses: documentedResponses("/api/coupons", {
@@ -35,24 +66,11 @@ export const createDocs: DocumentDecoration = {
       description: "Invalid body (VALIDATION_FAILED); `detail` names the field",
       problems: {
         amount: { code: "VALIDATION_FAILED", detail: "amount: Expected integer" },
+        scheduleOrder,
         malformedJson: commonProblems.malformedJson,
       },
     },
-    401: {
-      description: "Missing bearer token, when ADMIN_TOKEN is set (UNAUTHORIZED)",
-      problems: {
-        UNAUTHORIZED: {
-          code: "UNAUTHORIZED",
-          detail: "Creating coupons requires Authorization: Bearer <token>.",
-        },
-      },
-    },
-    403: {
-      description: "Wrong bearer token (FORBIDDEN)",
-      problems: {
-        FORBIDDEN: { code: "FORBIDDEN", detail: "The bearer token is not valid for creating coupons." },
-      },
-    },
+    ...adminProblems("Creating"),
     409: {
       description: "Name taken (COUPON_EXISTS)",
       problems: {
@@ -62,11 +80,60 @@ export const createDocs: DocumentDecoration = {
     ...bodyProblems,
     503: {
       description: "Database unavailable or slow, or too many request bodies in flight (SERVICE_UNAVAILABLE)",
+      problems: { ...databaseProblems, bodiesInFlight: commonProblems.bodiesInFlight },
+    },
+  }),
+};
+
+/** GET /api/coupons. */
+export const listDocs: DocumentDecoration = {
+  summary: "List coupons",
+  description:
+    "Coupons in name order, without their claimers, a page at a time: pass the answer's `next_after` as `after` for the next page (keyset pagination: a page costs the same however deep it is).",
+  security: [],
+  responses: documentedResponses("/api/coupons", {
+    200: { description: "One page of coupons", schema: CouponPage },
+    400: {
+      description: "Invalid `limit` or `after` (VALIDATION_FAILED)",
       problems: {
-        databaseUnavailable: commonProblems.databaseUnavailable,
-        databaseSlow: commonProblems.databaseSlow,
-        bodiesInFlight: commonProblems.bodiesInFlight,
+        limit: { code: "VALIDATION_FAILED", detail: "limit: must be an integer from 1 to 100" },
       },
+    },
+    500: { description: "Unexpected failure (INTERNAL_ERROR)", problems: { internal: commonProblems.internal } },
+    503: { description: "Database unavailable or slow (SERVICE_UNAVAILABLE)", problems: databaseProblems },
+  }),
+};
+
+/** PATCH /api/coupons/{name}. */
+export const updateDocs: DocumentDecoration = {
+  summary: "Schedule, pause or resume a sale",
+  description: [
+    "Changes `starts_at`, `ends_at` (null clears either) and `active` (false pauses, true resumes). `amount` cannot change. Behind ADMIN_TOKEN like creating.",
+    "The change is decided under the coupon's claim lock and announced to every replica in the same transaction: no claim is decided on the old rules once this answers, and replicas stop answering from memory what it changed within the propagation time the README states.",
+  ].join("\n\n"),
+  security: [{}, { adminToken: [] }],
+  responses: documentedResponses("/api/coupons/BLACK_FRIDAY", {
+    200: { description: "The coupon as changed", schema: CouponSummary },
+    400: {
+      description: "Invalid body (VALIDATION_FAILED); `detail` names the field",
+      problems: {
+        scheduleOrder,
+        amount: {
+          code: "VALIDATION_FAILED",
+          detail: "amount: cannot be changed; a coupon's stock is fixed when it is created",
+        },
+        empty: { code: "VALIDATION_FAILED", detail: "body: give at least one of starts_at, ends_at, active" },
+      },
+    },
+    ...adminProblems("Changing"),
+    404: {
+      description: "No such coupon (COUPON_NOT_FOUND)",
+      problems: { COUPON_NOT_FOUND: { code: "COUPON_NOT_FOUND", detail: 'No coupon named "BLACK_FRIDAY".' } },
+    },
+    ...bodyProblems,
+    503: {
+      description: "Database unavailable or slow (SERVICE_UNAVAILABLE)",
+      problems: { ...databaseProblems, bodiesInFlight: commonProblems.bodiesInFlight },
     },
   }),
 };
@@ -74,7 +141,8 @@ export const createDocs: DocumentDecoration = {
 /** POST /api/coupons/claim. */
 export const claimDocs: DocumentDecoration = {
   summary: "Claim a coupon for a user",
-  description: "At most one claim per user per coupon; never more claims than stock.",
+  description:
+    "At most one claim per user per coupon; never more claims than stock; no claim wins while the sale is paused, before `starts_at` or from `ends_at` (the database's clock decides). SALE_NOT_STARTED carries Retry-After: the seconds until the opening.",
   security: [],
   responses: documentedResponses("/api/coupons/claim", {
     201: { description: "Claimed", schema: ClaimCreated },
@@ -91,6 +159,7 @@ export const claimDocs: DocumentDecoration = {
     404: { description: `No such coupon (${codesWithStatus(404)})`, problems: rejectionsWithStatus(404) },
     409: {
       description: `${codesWithStatus(409)}, checked in that order (already claimed first, even when sold out)`,
+      headers: ["Retry-After"],
       problems: rejectionsWithStatus(409),
     },
     ...bodyProblems,
@@ -104,7 +173,8 @@ export const claimDocs: DocumentDecoration = {
 /** GET /api/coupons/{name}. */
 export const readDocs: DocumentDecoration = {
   summary: "Read a coupon",
-  description: "Stock and the user ids that claimed it, in claim order.",
+  description:
+    "Stock and the user ids that claimed it, in claim order; `starts_at`, `ends_at` and `active: false` appear only on a coupon that uses them.",
   security: [],
   responses: documentedResponses("/api/coupons/BLACK_FRIDAY", {
     200: { description: "The coupon", schema: CouponDetails },

@@ -11,8 +11,12 @@ interface Rejection {
 }
 
 const rejections = {
-  // Decided by the database (or from memory, when it cannot have changed).
+  // Decided by the database (or from memory, when it cannot have changed), checked in this order.
   already_claimed: { code: "ALREADY_CLAIMED", detail: "This user already holds this coupon." },
+  sale_paused: { code: "SALE_PAUSED", detail: "The sale is paused; retry later." },
+  // Retry-After is the time left until the opening, in whole seconds rounded up.
+  sale_not_started: { code: "SALE_NOT_STARTED", detail: "The sale has not started; retry after Retry-After seconds." },
+  sale_ended: { code: "SALE_ENDED", detail: "The sale has ended." },
   sold_out: { code: "SOLD_OUT", detail: "No stock left." },
   not_found: { code: "COUPON_NOT_FOUND", detail: "No such coupon." },
   // Refused before anything was applied.
@@ -36,7 +40,22 @@ export type ClaimRejection = keyof typeof rejections;
 export const claimRejections: Readonly<Record<ClaimRejection, Rejection>> = rejections;
 export type ClaimOutcome = "created" | ClaimRejection;
 /** The outcomes the claim statement itself returns. */
-export type DecidedOutcome = "created" | "already_claimed" | "sold_out" | "not_found";
+export type DecidedOutcome =
+  | "created"
+  | "already_claimed"
+  | "sold_out"
+  | "sale_paused"
+  | "sale_not_started"
+  | "sale_ended"
+  | "not_found";
+
+/** Outcomes that say no claim on the coupon can win now: worth learning what may be answered from memory. */
+export const closedOutcomes: ReadonlySet<ClaimOutcome> = new Set([
+  "sold_out",
+  "sale_paused",
+  "sale_not_started",
+  "sale_ended",
+]);
 
 export const claimOutcomes: readonly ClaimOutcome[] = [
   "created",

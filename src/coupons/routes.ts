@@ -8,11 +8,13 @@ import { jsonAnswer } from "../http/json-stream";
 import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
 import { type Claimer, claimRequest } from "./claims";
-import { createCoupon, readCoupon } from "./coupons";
-import { claimDocs, createDocs, readDocs } from "./docs";
-import { ClaimBody, CouponParams, CreateCouponBody } from "./model";
+import { createCoupon, listCoupons, updateCoupon } from "./coupons";
+import { claimDocs, createDocs, listDocs, readDocs, updateDocs } from "./docs";
+import { ClaimBody, CouponParams, CreateCouponBody, ListQuery, UpdateCouponBody } from "./model";
 import { claimRejections } from "./outcomes";
+import { readCoupon } from "./read";
 import type { ReadSlots } from "./read-slots";
+import { parseChange, parseSchedule, refuseUnknownFields } from "./schedule";
 
 export interface CouponRoutesDeps {
   db: Database;
@@ -28,14 +30,20 @@ export interface CouponRoutesDeps {
   log: Logger;
 }
 
-/** Checks the bearer token in constant time (length leaks nothing useful: tokens are fixed-size secrets). */
-function requireToken(authorization: string | undefined, token: string): void {
+/**
+ * Checks the bearer token in constant time (length leaks nothing useful: tokens are fixed-size
+ * secrets); `action` ("creating", "changing") names what it guards in the problem's detail.
+ */
+function requireToken(authorization: string | undefined, token: string, action: string): void {
   const match = /^Bearer (.+)$/i.exec(authorization ?? "");
-  if (!match?.[1]) throw new AppError("UNAUTHORIZED", "Creating coupons requires Authorization: Bearer <token>.");
+  if (!match?.[1]) {
+    const doing = action[0]?.toUpperCase() + action.slice(1);
+    throw new AppError("UNAUTHORIZED", `${doing} coupons requires Authorization: Bearer <token>.`);
+  }
   const given = Buffer.from(match[1]);
   const expected = Buffer.from(token);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-    throw new AppError("FORBIDDEN", "The bearer token is not valid for creating coupons.");
+    throw new AppError("FORBIDDEN", `The bearer token is not valid for ${action} coupons.`);
   }
 }
 
@@ -48,8 +56,9 @@ export function couponRoutes(deps: CouponRoutesDeps) {
     .post(
       "",
       async ({ body, set, headers }) => {
-        if (adminToken) requireToken(headers.authorization, adminToken);
-        const created = await withDeadline(createCoupon(db, body.name, body.amount), requestTimeoutMs);
+        if (adminToken) requireToken(headers.authorization, adminToken, "creating");
+        const schedule = parseSchedule(body);
+        const created = await withDeadline(createCoupon(db, body.name, body.amount, schedule), requestTimeoutMs);
         set.status = 201;
         set.headers.location = `/api/coupons/${encodeURIComponent(created.name)}`;
         return created;
@@ -70,7 +79,11 @@ export function couponRoutes(deps: CouponRoutesDeps) {
           // Expected answers, returned rather than thrown; set.status too, so the request log sees them.
           const { code, detail, retryAfter } = claimRejections[result.outcome];
           set.status = errorStatus[code];
-          return problemResponse(code, detail, { instance: path, requestId: set.headers["x-request-id"], retryAfter });
+          return problemResponse(code, detail, {
+            instance: path,
+            requestId: set.headers["x-request-id"],
+            retryAfter: result.retryAfter ?? retryAfter,
+          });
         }
         set.status = 201;
         return {
@@ -83,6 +96,27 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         body: ClaimBody,
         parse: "json", // as on create: documents the media type, the app's onParse reads the body
         detail: claimDocs,
+      },
+    )
+    .get("", ({ query }) => withDeadline(listCoupons(db, Number(query.limit ?? 20), query.after), requestTimeoutMs), {
+      query: ListQuery,
+      detail: listDocs,
+    })
+    .patch(
+      "/:name",
+      async ({ params, body, headers }) => {
+        if (adminToken) requireToken(headers.authorization, adminToken, "changing");
+        const updated = await withDeadline(updateCoupon(db, params.name, parseChange(body)), requestTimeoutMs);
+        claimer.invalidate(params.name); // at once here; the other replicas hear it on the change feed
+        return updated;
+      },
+      {
+        params: CouponParams,
+        body: UpdateCouponBody,
+        parse: "json",
+        // Before validation, which would silently drop an unknown field (amount, a typo) from the body.
+        transform: ({ body }) => refuseUnknownFields(body),
+        detail: updateDocs,
       },
     )
     .get(

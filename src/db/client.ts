@@ -7,6 +7,7 @@ import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import type { Config } from "../config";
+import { type ChangeFeed, type FeedOptions, listenPglite, listenPostgres } from "./changes";
 import { runMigrations } from "./migrate";
 import { lockDataDir, pgliteAssets } from "./pglite";
 import * as schema from "./schema";
@@ -18,11 +19,13 @@ export interface DatabaseHandle {
   kind: "postgres" | "pglite";
   /** Runs the embedded migrations in one transaction under a transaction-scoped advisory lock. */
   migrate(): Promise<void>;
+  /** Starts listening for coupon changes on a connection of its own (db/changes.ts). */
+  listen(options: FeedOptions): Promise<ChangeFeed>;
   /** Closes the connections, waiting at most `timeoutMs` for queries still running (default 5 s). */
   close(timeoutMs?: number): Promise<void>;
 }
 
-type PostgresOptions = Pick<
+export type PostgresOptions = Pick<
   Config,
   "DATABASE_POOL_MAX" | "DATABASE_CONNECT_TIMEOUT_MS" | "DATABASE_STATEMENT_TIMEOUT_MS"
 >;
@@ -53,14 +56,18 @@ export function postgresOptions(config: PostgresOptions): postgres.Options<Recor
   };
 }
 
-/** Connects to PostgreSQL at `url` with a pool of DATABASE_POOL_MAX connections. */
-export function openPostgres(url: string, config: PostgresOptions): DatabaseHandle {
+/**
+ * Connects to PostgreSQL at `url` with a pool of DATABASE_POOL_MAX connections; the change feed
+ * listens at `listenUrl` (LISTEN_DATABASE_URL), by default the same server.
+ */
+export function openPostgres(url: string, config: PostgresOptions, listenUrl = url): DatabaseHandle {
   const client = postgres(url, postgresOptions(config));
   const db = drizzlePostgres(client, { schema }) as unknown as Database;
   return {
     db,
     kind: "postgres",
     migrate: () => runMigrations(db),
+    listen: async (options) => listenPostgres(listenUrl, config, options),
     close: (timeoutMs = 5000) => client.end({ timeout: timeoutMs / 1000 }),
   };
 }
@@ -75,7 +82,8 @@ export async function openPglite(dataDir: string): Promise<DatabaseHandle> {
       await client.close();
       unlock();
     };
-    return { db, kind: "pglite", migrate: () => runMigrations(db), close };
+    const listen = (options: FeedOptions) => listenPglite(client, options);
+    return { db, kind: "pglite", migrate: () => runMigrations(db), listen, close };
   } catch (error) {
     unlock();
     throw error;
@@ -84,7 +92,9 @@ export async function openPglite(dataDir: string): Promise<DatabaseHandle> {
 
 /** Opens whichever database the configuration asks for. */
 export function openDatabase(config: Config): Promise<DatabaseHandle> | DatabaseHandle {
-  return config.DATABASE_URL ? openPostgres(config.DATABASE_URL, config) : openPglite(config.DATA_DIR);
+  return config.DATABASE_URL
+    ? openPostgres(config.DATABASE_URL, config, config.LISTEN_DATABASE_URL)
+    : openPglite(config.DATA_DIR);
 }
 
 /** Answers whether the database responds to a trivial query. */

@@ -10,6 +10,7 @@ export function pgErrorCode(error: unknown): string | undefined {
 }
 
 export const UNIQUE_VIOLATION = "23505";
+export const CHECK_VIOLATION = "23514";
 
 // postgres.js connection error codes, and SQLSTATEs that mean "the database cannot serve right now":
 // connection exceptions (08), shutdown / cannot connect (57P0x), statement timeout (57014),

@@ -3,6 +3,7 @@
 
 import m0000 from "../../drizzle/0000_init.sql" with { type: "text" };
 import m0001 from "../../drizzle/0001_claim_batch.sql" with { type: "text" };
+import m0002 from "../../drizzle/0002_sale_schedule.sql" with { type: "text" };
 import journal from "../../drizzle/meta/_journal.json";
 
 export const embeddedJournal = journal;
@@ -10,4 +11,5 @@ export const embeddedJournal = journal;
 export const embeddedSql: Record<string, string> = {
   "0000_init": m0000,
   "0001_claim_batch": m0001,
+  "0002_sale_schedule": m0002,
 };

@@ -1,6 +1,6 @@
 // The two tables. Operators query them directly, so table and column names are part of the contract.
 import { sql } from "drizzle-orm";
-import { bigint, check, index, integer, pgTable, text, timestamp, unique } from "drizzle-orm/pg-core";
+import { bigint, boolean, check, index, integer, pgTable, text, timestamp, unique } from "drizzle-orm/pg-core";
 
 export const coupons = pgTable(
   "coupons",
@@ -9,10 +9,17 @@ export const coupons = pgTable(
     amount: integer("amount").notNull(),
     remainingAmount: integer("remaining_amount").notNull(),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    // The sale's schedule, by the database's clock: claims win only in [starts_at, ends_at). Null = no bound.
+    startsAt: timestamp("starts_at", { withTimezone: true }),
+    endsAt: timestamp("ends_at", { withTimezone: true }),
+    // False while an operator has paused the sale.
+    active: boolean("active").notNull().default(true),
   },
   (table) => [
     // The database itself refuses an oversell, whatever the application does.
     check("coupons_remaining_amount_check", sql`${table.remainingAmount} BETWEEN 0 AND ${table.amount}`),
+    // A sale closes after it opens (a null bound passes).
+    check("coupons_schedule_check", sql`${table.endsAt} > ${table.startsAt}`),
   ],
 );
 

@@ -1,5 +1,6 @@
 // Prometheus metrics for one app instance (own registry, so several apps can live in one process).
-import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { ClaimStats } from "../coupons/claims";
 import { type ClaimOutcome, claimOutcomes } from "../coupons/outcomes";
 
 export interface Metrics {
@@ -9,10 +10,53 @@ export interface Metrics {
   claimOutcomes: Record<ClaimOutcome, { inc(): void }>;
 }
 
-/** Creates the registry with the request histogram, the claim-outcome counter and process metrics. */
-export function createMetrics(): Metrics {
+/** What the metrics read at each scrape. */
+export interface MetricSources {
+  claims?: Readonly<ClaimStats>;
+  feed?: { readonly live: boolean; readonly clock: { offsetMs: number } };
+}
+
+/** Creates the registry: requests, claim outcomes, the claim path's counts, the change feed, the process. */
+export function createMetrics(sources: MetricSources = {}): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  const { claims: stats, feed } = sources;
+  if (stats) {
+    const counted = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counted("coupon_claim_batches_total", "Claim batches sent to the database", () => stats.batches);
+    counted(
+      "coupon_claims_from_memory_total",
+      "Claims answered from memory, without the database",
+      () => stats.fromMemory,
+    );
+  }
+  if (feed) {
+    new Gauge({
+      name: "coupon_change_feed_up",
+      help: "1 while the change feed listens (answers from memory allowed), else 0",
+      registers: [registry],
+      collect() {
+        this.set(feed.live ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "coupon_database_clock_offset_seconds",
+      help: "The database's clock minus this process's, as last measured",
+      registers: [registry],
+      collect() {
+        this.set(feed.clock.offsetMs / 1000);
+      },
+    });
+  }
   const requestDuration = new Histogram({
     name: "http_request_duration_seconds",
     help: "HTTP request duration by route and status",

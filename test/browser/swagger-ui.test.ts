@@ -85,7 +85,9 @@ describe.skipIf(!runs)("Swagger UI at /docs, in Chromium", () => {
     const summaries = await page.locator(".opblock-summary-path").allTextContents();
     expect(summaries.map((path) => path.replace(/\u200b/g, ""))).toEqual([
       "/api/coupons",
+      "/api/coupons",
       "/api/coupons/claim",
+      "/api/coupons/{name}",
       "/api/coupons/{name}",
       "/health/live",
       "/health/ready",
@@ -123,6 +125,28 @@ describe.skipIf(!runs)("Swagger UI at /docs, in Chromium", () => {
       status: 200,
       body: { name: "BLACK_FRIDAY", amount: 100, remaining_amount: 99, claimed_by: ["user-42"] },
     });
+  }, 30_000);
+
+  it("lists it: 200 with one page", async () => {
+    expect(await execute(await tryItOut("getApiCoupons"))).toEqual({
+      status: 200,
+      body: { coupons: [{ name: "BLACK_FRIDAY", amount: 100, remaining_amount: 99 }], next_after: null },
+    });
+  }, 30_000);
+
+  it("pauses it with the documented PATCH example, and a claim is then SALE_PAUSED", async () => {
+    const pause = await tryItOut("patchApiCouponsByName");
+    await pause.locator('input[placeholder="name"]').fill("BLACK_FRIDAY");
+    expect(JSON.parse(await pause.locator("textarea.body-param__text").inputValue())).toEqual({ active: false });
+    expect(await execute(pause)).toEqual({
+      status: 200,
+      body: { name: "BLACK_FRIDAY", amount: 100, remaining_amount: 99, active: false },
+    });
+    const claim = await tryItOut("postApiCouponsClaim");
+    const body = claim.locator("textarea.body-param__text");
+    await body.fill(JSON.stringify({ user_id: "user-43", coupon_name: "BLACK_FRIDAY" }));
+    const answer = await execute(claim);
+    expect([answer.status, answer.body.code]).toEqual([409, "SALE_PAUSED"]);
   }, 30_000);
 
   it("sent nothing anywhere but the service", () => {

@@ -1,10 +1,12 @@
-// The memory answers: only a committed sell-out is remembered, within a byte budget for the process.
+// The memory answers: learnt only from a committed state where no claim can win (sold out, paused,
+// not open yet, ended), forgotten on a change, off while the change feed is lost, within a byte budget.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { createAnswers } from "../../src/coupons/answers";
 import { decideClaims } from "../../src/coupons/claim-sql";
-import { createCoupon } from "../../src/coupons/coupons";
+import { createCoupon, updateCoupon } from "../../src/coupons/coupons";
 import { createLogger } from "../../src/log";
 import { createTestDatabase, type TestDatabase } from "../support/database";
+import { type TestFeed, testFeed } from "../support/feed";
 
 let database: TestDatabase;
 beforeAll(async () => {
@@ -18,24 +20,105 @@ async function soldOutCoupon(name: string, users: string[]) {
   await decideClaims(database.handle.db, name, users);
 }
 
-const answersWith = (maxBytes: number, maxClaimers = 1000) =>
-  createAnswers(database.handle.db, { maxClaimers, maxBytes, loadTimeoutMs: 5000, log: createLogger("silent") });
+const answersWith = (maxBytes: number, maxClaimers = 1000, feed: TestFeed = testFeed(), marginMs = 1000) =>
+  createAnswers(database.handle.db, {
+    feed,
+    maxClaimers,
+    maxBytes,
+    marginMs,
+    loadTimeoutMs: 5000,
+    log: createLogger("silent"),
+  });
 
 /** Waits until the background load of `name` has settled one way or the other. */
 const loaded = () => Bun.sleep(100);
+const outcome = (answer: { outcome: string } | undefined) => answer?.outcome;
 
 describe("createAnswers", () => {
-  it("answers holders ALREADY_CLAIMED and others SOLD_OUT once a sell-out is seen, nothing before", async () => {
+  it("answers holders ALREADY_CLAIMED and others SOLD_OUT once a sell-out is learnt, nothing before", async () => {
     await soldOutCoupon("seen", ["a", "b"]);
     const answers = answersWith(1024 * 1024);
     expect(answers.answer("seen", "a")).toBeUndefined();
-    answers.soldOut("seen");
+    answers.learn("seen");
     expect(answers.answer("seen", "a")).toBeUndefined(); // still loading: the database decides
     await loaded();
-    expect([answers.answer("seen", "a"), answers.answer("seen", "zed")]).toEqual(["already_claimed", "sold_out"]);
+    expect([outcome(answers.answer("seen", "a")), outcome(answers.answer("seen", "zed"))]).toEqual([
+      "already_claimed",
+      "sold_out",
+    ]);
     answers.invalidate("seen");
     expect(answers.answer("seen", "a")).toBeUndefined();
     expect(answers.bytes).toBe(0);
+  });
+
+  it("learns nothing of a coupon on which a claim can still win", async () => {
+    await createCoupon(database.handle.db, "open", 5);
+    const answers = answersWith(1024 * 1024);
+    answers.learn("open");
+    await loaded();
+    expect(answers.answer("open", "anyone")).toBeUndefined();
+  });
+
+  it("answers SALE_PAUSED, SALE_ENDED and SALE_NOT_STARTED (with the seconds to the opening) from memory", async () => {
+    const db = database.handle.db;
+    await createCoupon(db, "paused", 5);
+    await decideClaims(db, "paused", ["holder"]);
+    await updateCoupon(db, "paused", { active: false });
+    await createCoupon(db, "ended", 5, { endsAt: new Date(Date.now() - 1000) });
+    await createCoupon(db, "later", 5, { startsAt: new Date(Date.now() + 30_000) });
+    const answers = answersWith(1024 * 1024);
+    for (const name of ["paused", "ended", "later"]) answers.learn(name);
+    await loaded();
+    expect(outcome(answers.answer("paused", "holder"))).toBe("already_claimed"); // holders first, as in SQL
+    expect(outcome(answers.answer("paused", "other"))).toBe("sale_paused");
+    expect(outcome(answers.answer("ended", "other"))).toBe("sale_ended");
+    const notYet = answers.answer("later", "other");
+    expect(notYet?.outcome).toBe("sale_not_started");
+    expect(notYet?.retryAfter).toBeGreaterThanOrEqual(29);
+    expect(notYet?.retryAfter).toBeLessThanOrEqual(30);
+  });
+
+  it("leaves claims within the margin of the opening to the database, on the database's clock", async () => {
+    const db = database.handle.db;
+    await createCoupon(db, "soon", 5, { startsAt: new Date(Date.now() + 5000) });
+    // This replica's clock runs 10 s slow; the measured offset corrects it: 5 s ahead is outside a 1 s margin.
+    const slow = testFeed({ now: () => Date.now() - 10_000, clock: { offsetMs: 10_000, uncertaintyMs: 0 } });
+    const corrected = answersWith(1024 * 1024, 1000, slow);
+    corrected.learn("soon");
+    // A 6 s margin covers the opening: the database decides every claim until it has passed.
+    const wide = answersWith(1024 * 1024, 1000, testFeed(), 6000);
+    wide.learn("soon");
+    await loaded();
+    expect(outcome(corrected.answer("soon", "u"))).toBe("sale_not_started");
+    expect(wide.answer("soon", "u")).toBeUndefined();
+  });
+
+  it("answers nothing from memory while the change feed is lost, and forgets what it held", async () => {
+    await soldOutCoupon("feedless", ["a"]);
+    const feed = testFeed();
+    const answers = answersWith(1024 * 1024, 1000, feed);
+    feed.subscribe({ change: answers.invalidate, lost: answers.clear });
+    answers.learn("feedless");
+    await loaded();
+    expect(outcome(answers.answer("feedless", "b"))).toBe("sold_out");
+    feed.setLive(false);
+    expect(answers.answer("feedless", "b")).toBeUndefined();
+    answers.learn("feedless"); // refused while lost
+    await loaded();
+    feed.setLive(true);
+    expect(answers.answer("feedless", "b")).toBeUndefined();
+    answers.learn("feedless");
+    await loaded();
+    expect(outcome(answers.answer("feedless", "b"))).toBe("sold_out");
+  });
+
+  it("discards a load that an invalidation overtook", async () => {
+    await soldOutCoupon("overtaken", ["a"]);
+    const answers = answersWith(1024 * 1024);
+    answers.learn("overtaken");
+    answers.invalidate("overtaken"); // the change arrived while the snapshot was on its way
+    await loaded();
+    expect(answers.answer("overtaken", "b")).toBeUndefined();
   });
 
   it("never holds more than its byte budget: older coupons are forgotten first", async () => {
@@ -44,12 +127,12 @@ describe("createAnswers", () => {
     await soldOutCoupon("newer", users("n"));
     // Room for one coupon of 50 short ids (~100 bytes each), not two.
     const answers = answersWith(8000);
-    answers.soldOut("older");
+    answers.learn("older");
     await loaded();
-    expect(answers.answer("older", "o-1")).toBe("already_claimed");
-    answers.soldOut("newer");
+    expect(outcome(answers.answer("older", "o-1"))).toBe("already_claimed");
+    answers.learn("newer");
     await loaded();
-    expect(answers.answer("newer", "n-1")).toBe("already_claimed");
+    expect(outcome(answers.answer("newer", "n-1"))).toBe("already_claimed");
     expect(answers.answer("older", "o-1")).toBeUndefined();
     expect(answers.bytes).toBeGreaterThan(0);
     expect(answers.bytes).toBeLessThanOrEqual(8000);
@@ -61,12 +144,12 @@ describe("createAnswers", () => {
       Array.from({ length: 200 }, (_, i) => `h-${i}`),
     );
     const tight = answersWith(1000);
-    tight.soldOut("huge");
+    tight.learn("huge");
     await loaded();
     expect(tight.answer("huge", "h-1")).toBeUndefined();
     expect(tight.bytes).toBe(0);
     const few = answersWith(1024 * 1024, 10);
-    few.soldOut("huge");
+    few.learn("huge");
     await loaded();
     expect(few.answer("huge", "nobody")).toBeUndefined();
   });

@@ -5,6 +5,7 @@ import { type ClaimerOptions, claimRequest, createClaimer } from "../../src/coup
 import { createCoupon } from "../../src/coupons/coupons";
 import { createLogger } from "../../src/log";
 import { createTestDatabase, type TestDatabase } from "../support/database";
+import { testFeed } from "../support/feed";
 import { expectStockInvariant } from "../support/invariant";
 
 let database: TestDatabase;
@@ -21,6 +22,8 @@ const options = (overrides: Partial<ClaimerOptions> = {}): ClaimerOptions => ({
   soldOutCacheMax: 1000,
   soldOutCacheBytes: 1024 * 1024,
   refusalDelayMs: 0,
+  scheduleMarginMs: 1000,
+  feed: testFeed(),
   log: createLogger("silent"),
   ...overrides,
 });

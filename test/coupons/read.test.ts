@@ -2,7 +2,8 @@
 // and claimers even when the claimers are paged, and a bound on the paged reads that run at once.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { sql } from "drizzle-orm";
-import { type ClaimerPages, type CouponRead, createCoupon, readCoupon } from "../../src/coupons/coupons";
+import { createCoupon } from "../../src/coupons/coupons";
+import { type ClaimerPages, type CouponRead, readCoupon } from "../../src/coupons/read";
 import { createReadSlots } from "../../src/coupons/read-slots";
 import { type Database, openPglite } from "../../src/db/client";
 import { AppError } from "../../src/errors";

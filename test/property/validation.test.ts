@@ -3,6 +3,8 @@
 // predicts (never a 500), and a rejected request stores nothing.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import fc from "fast-check";
+import { claimRejections } from "../../src/coupons/outcomes";
+import { errorStatus } from "../../src/errors";
 import { MAX_BODY_BYTES } from "../../src/http/body";
 import { buildApp } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
@@ -84,8 +86,6 @@ function expectCreateAnswer(res: ApiResponse, body: unknown): void {
   }
 }
 
-const claimProblems = { not_found: [404, "COUPON_NOT_FOUND"], already_claimed: [409, "ALREADY_CLAIMED"] } as const;
-
 /** Checks a claim answer against the sequential model, which it updates. */
 function expectClaimAnswer(res: ApiResponse, body: unknown): void {
   if (tooLarge(body)) {
@@ -108,8 +108,8 @@ function expectClaimAnswer(res: ApiResponse, body: unknown): void {
   } else if (outcome === "sold_out") {
     expectProblem(res, 409, "SOLD_OUT");
   } else {
-    const [status, code] = claimProblems[outcome];
-    expectProblem(res, status, code);
+    const { code } = claimRejections[outcome];
+    expectProblem(res, errorStatus[code], code);
   }
 }
 

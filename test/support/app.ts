@@ -6,6 +6,7 @@ import type { ReadSlots } from "../../src/coupons/read-slots";
 import type { Database } from "../../src/db/client";
 import { createLogger, type Logger } from "../../src/log";
 import { createMetrics } from "../../src/metrics/metrics";
+import { testFeed } from "./feed";
 import { type Client, client } from "./http";
 
 export interface TestAppOptions extends Partial<ClaimerOptions> {
@@ -28,10 +29,12 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     soldOutCacheMax: 100_000,
     soldOutCacheBytes: 128 * 1024 * 1024,
     refusalDelayMs: 0,
+    scheduleMarginMs: 1000,
     log,
     ...options,
+    feed: options.feed ?? testFeed(),
   });
-  const metrics = createMetrics();
+  const metrics = createMetrics({ claims: claimer.stats, feed: options.feed });
   const app = createApp({
     db,
     log,

@@ -1,0 +1,125 @@
+// Reading one coupon with its claimers: one snapshot, paged and streamed when it is big.
+import { sql } from "drizzle-orm";
+import type { Database } from "../db/client";
+import { withDeadline } from "../db/deadline";
+import { queryRows } from "../db/rows";
+import { AppError } from "../errors";
+import type { CouponDetails } from "./model";
+import { createReadSlots, type ReadSlots } from "./read-slots";
+import { type SaleColumns, saleFields } from "./schedule";
+
+/** Claimers of a big coupon in claim order, one page at a time; `signal` aborts at the read's deadline. */
+export interface ClaimerPages extends AsyncIterable<string[]> {
+  readonly signal: AbortSignal;
+}
+
+/** A read coupon: small ones carry their claimers, big ones a pull-based sequence of pages of them. */
+export type CouponRead = Omit<CouponDetails, "claimed_by"> & { claimed_by: string[] | ClaimerPages };
+
+const busy = (detail: string) => new AppError("SERVICE_UNAVAILABLE", detail, { retryAfter: 1 });
+
+export interface ReadOptions {
+  /** Claimers per page, and the most a coupon may have to be answered from one statement. */
+  pageSize?: number;
+  slots?: ReadSlots;
+}
+
+interface HeadRow extends SaleColumns {
+  name: string;
+  amount: number;
+  remaining_amount: number;
+  last_id: string | null;
+  claimed_by: string[] | string | null;
+}
+
+/**
+ * Reads a coupon as one snapshot: stock and claimers agree. Up to `pageSize` claimers come from one
+ * statement; more are paged by id after taking a slot, so no read holds a big coupon's claimers in
+ * memory. `deadline` (epoch ms) bounds the wait for the database and for a slot; from its slot, a
+ * paged read has as long again to stream.
+ */
+export async function readCoupon(
+  db: Database,
+  name: string,
+  deadline: number,
+  { pageSize = 1_000, slots = createReadSlots(Number.POSITIVE_INFINITY) }: ReadOptions = {},
+): Promise<CouponRead> {
+  const budget = deadline - Date.now();
+  const left = () => Math.max(0, deadline - Date.now());
+  // The claimers are aggregated only when the ledger says they fit; the limit keeps that bound anyway.
+  const [head] = await withDeadline(
+    queryRows<HeadRow>(
+      db,
+      sql`select c.name, c.amount, c.remaining_amount, c.starts_at, c.ends_at, c.active,
+        (select max(id)::text from claims where coupon_name = c.name) as last_id,
+        case when c.amount - c.remaining_amount <= ${pageSize} then (
+          select coalesce(json_agg(s.user_id order by s.id), '[]'::json) from (
+            select user_id, id from claims where coupon_name = c.name order by id limit ${pageSize + 1}) s)
+        end as claimed_by
+      from coupons c where c.name = ${name}`,
+    ),
+    left(),
+  );
+  if (!head) throw new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(name)}.`);
+  const { amount, remaining_amount, last_id } = head;
+  // The drivers differ: json may come back parsed or as text.
+  const claimers: string[] | null = typeof head.claimed_by === "string" ? JSON.parse(head.claimed_by) : head.claimed_by;
+  const coupon = { name: head.name, amount, remaining_amount, ...saleFields(head) };
+  if (claimers && claimers.length <= pageSize) return { ...coupon, claimed_by: claimers };
+  const release = await slots.acquire(deadline);
+  // From its slot, a read gets the whole budget again to stream: one that waited for the slot still
+  // finishes, and no slow client holds a slot longer than a request may wait.
+  const streamDeadline = Date.now() + budget;
+  const abort = new AbortController();
+  const timer = setTimeout(() => {
+    release();
+    abort.abort(busy("The coupon could not be read in time."));
+  }, budget);
+  const pages = claimerPages(db, name, last_id ?? "0", amount - remaining_amount, pageSize, streamDeadline);
+  async function* guarded() {
+    try {
+      yield* pages;
+    } finally {
+      clearTimeout(timer);
+      release();
+    }
+  }
+  return { ...coupon, claimed_by: { signal: abort.signal, [Symbol.asyncIterator]: guarded } };
+}
+
+/**
+ * The claims of `name` up to `lastId`, in id order: exactly those of the snapshot that read `lastId`.
+ * A claim is inserted under its coupon's advisory lock and committed before the lock is released
+ * (claim_batch), so a claim committed later always has a larger id; claims are never deleted. If that
+ * ever stops being true, the count check fails the read rather than answer claimers that disagree
+ * with the stock.
+ */
+async function* claimerPages(
+  db: Database,
+  name: string,
+  lastId: string,
+  expected: number,
+  pageSize: number,
+  deadline: number,
+): AsyncGenerator<string[]> {
+  let after = "0";
+  let count = 0;
+  while (after !== lastId) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw busy("The coupon could not be read in time.");
+    const rows = await withDeadline(
+      queryRows<{ id: string; user_id: string }>(
+        db,
+        sql`select id::text as id, user_id from claims
+          where coupon_name = ${name} and id > ${after}::bigint and id <= ${lastId}::bigint
+          order by claims.id limit ${pageSize}`,
+      ),
+      left,
+    );
+    if (rows.length === 0) break;
+    count += rows.length;
+    after = (rows[rows.length - 1] as { id: string }).id;
+    yield rows.map((row) => row.user_id);
+  }
+  if (count !== expected) throw new Error(`coupon ${name}: ${count} claimers read, the stock says ${expected}`);
+}

@@ -1,0 +1,99 @@
+// A sale's schedule and pause as the API speaks them: RFC 3339 instants in, ISO 8601 UTC out, and the
+// rule that keeps today's answers byte for byte: a key appears only on a coupon that uses it.
+import { AppError } from "../errors";
+
+// Date-time with a mandatory offset (RFC 3339 section 5.6); the ranges are checked by parseInstant.
+export const INSTANT_PATTERN =
+  "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
+const INSTANT = new RegExp(INSTANT_PATTERN);
+
+/** The epoch-ms instant `value` names; VALIDATION_FAILED naming `field` unless it is a real date-time. */
+export function parseInstant(field: string, value: string): Date {
+  const invalid = () =>
+    new AppError("VALIDATION_FAILED", `${field}: not a valid date-time (expected e.g. 2026-11-27T09:00:00Z)`);
+  if (!INSTANT.test(value)) throw invalid();
+  const [y, mo, d, h, mi, s] = [0, 5, 8, 11, 14, 17].map((at) => Number(value.slice(at, at + (at ? 2 : 4))));
+  const fraction = /\.([0-9]+)/.exec(value.slice(19))?.[1] ?? "";
+  const zone = value.slice(19 + (fraction ? fraction.length + 1 : 0));
+  const offsetMin = /^[Zz]$/.test(zone)
+    ? 0
+    : (zone[0] === "-" ? -1 : 1) * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(4, 6)));
+  const utc = Date.UTC(y as number, (mo as number) - 1, d, h, mi, s);
+  const back = new Date(utc);
+  // Date.UTC rolls 2026-02-30 over to March: a date that does not come back unchanged does not exist.
+  const real = back.getUTCMonth() === (mo as number) - 1 && back.getUTCDate() === d && (h as number) < 24;
+  if (
+    !real ||
+    (mi as number) > 59 ||
+    (s as number) > 59 ||
+    Math.abs(offsetMin) >= 24 * 60 ||
+    Number(zone.slice(4, 6)) > 59
+  )
+    throw invalid();
+  return new Date(utc + Number(fraction.slice(0, 3).padEnd(3, "0")) - offsetMin * 60_000);
+}
+
+/** The schedule given at creation; VALIDATION_FAILED unless ends_at is after starts_at. */
+export function parseSchedule(body: { starts_at?: string; ends_at?: string }): { startsAt?: Date; endsAt?: Date } {
+  const startsAt = body.starts_at === undefined ? undefined : parseInstant("starts_at", body.starts_at);
+  const endsAt = body.ends_at === undefined ? undefined : parseInstant("ends_at", body.ends_at);
+  if (startsAt && endsAt && endsAt <= startsAt)
+    throw new AppError("VALIDATION_FAILED", "ends_at: must be after starts_at");
+  return { ...(startsAt ? { startsAt } : {}), ...(endsAt ? { endsAt } : {}) };
+}
+
+/** What a PATCH changes; null clears a bound. */
+export interface SaleChange {
+  startsAt?: Date | null;
+  endsAt?: Date | null;
+  active?: boolean;
+}
+
+const CHANGEABLE = ["starts_at", "ends_at", "active"];
+
+/** VALIDATION_FAILED naming the first field of a PATCH body that cannot be changed (amount) or is unknown. */
+export function refuseUnknownFields(body: unknown): void {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) return; // validation will say
+  const field = Object.keys(body).find((key) => !CHANGEABLE.includes(key));
+  if (field === "amount")
+    throw new AppError("VALIDATION_FAILED", "amount: cannot be changed; a coupon's stock is fixed when it is created");
+  if (field !== undefined)
+    throw new AppError("VALIDATION_FAILED", `${field}: unknown field (a PATCH may change ${CHANGEABLE.join(", ")})`);
+}
+
+/** A PATCH body as a change; VALIDATION_FAILED when nothing would change or the bounds are out of order. */
+export function parseChange(body: {
+  starts_at?: string | null;
+  ends_at?: string | null;
+  active?: boolean;
+}): SaleChange {
+  const instant = (field: "starts_at" | "ends_at") => {
+    const value = body[field];
+    return value === undefined
+      ? {}
+      : { [field === "starts_at" ? "startsAt" : "endsAt"]: value && parseInstant(field, value) };
+  };
+  const change: SaleChange = { ...instant("starts_at"), ...instant("ends_at") };
+  if (body.active !== undefined) change.active = body.active;
+  if (Object.keys(change).length === 0)
+    throw new AppError("VALIDATION_FAILED", "body: give at least one of starts_at, ends_at, active");
+  if (change.startsAt && change.endsAt && change.endsAt <= change.startsAt)
+    throw new AppError("VALIDATION_FAILED", "ends_at: must be after starts_at");
+  return change;
+}
+
+/** A coupon's sale columns as stored. */
+export interface SaleColumns {
+  starts_at: Date | string | null;
+  ends_at: Date | string | null;
+  active: boolean;
+}
+
+/** The optional keys of a coupon's answers: each only when it differs from a plain coupon's. */
+export function saleFields(row: SaleColumns): { starts_at?: string; ends_at?: string; active?: false } {
+  return {
+    ...(row.starts_at !== null ? { starts_at: new Date(row.starts_at).toISOString() } : {}),
+    ...(row.ends_at !== null ? { ends_at: new Date(row.ends_at).toISOString() } : {}),
+    ...(row.active ? {} : { active: false as const }),
+  };
+}

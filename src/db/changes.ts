@@ -1,0 +1,189 @@
+// The cross-replica channel that tells every instance a coupon changed: PostgreSQL LISTEN/NOTIFY on a
+// connection of its own. A change is announced with pg_notify inside the transaction that makes it,
+// so it reaches every listening instance once that commits, and never if it rolls back. What a
+// replica answers from memory (coupons/answers.ts) is only as good as this channel: while it is down
+// a replica cannot know what it missed, so `live` is false and nothing is answered from memory.
+import type { PGlite } from "@electric-sql/pglite";
+import { sql } from "drizzle-orm";
+import postgres from "postgres";
+import { errorFields, type Logger } from "../log";
+import { type PostgresOptions, postgresOptions } from "./client";
+import { withDeadline } from "./deadline";
+
+export const CHANGES_CHANNEL = "coupon_changes";
+
+/** The statement that announces a change of `couponName`; run it inside the transaction that changes it. */
+export const announceChange = (couponName: string) => sql`select pg_notify(${CHANGES_CHANNEL}, ${couponName})`;
+
+/** The database's clock minus this process's, as last measured on the listening connection. */
+export interface ClockReading {
+  offsetMs: number;
+  /** Half the round trip of the reading: the true offset is within offsetMs ± uncertaintyMs. */
+  uncertaintyMs: number;
+}
+
+export interface ChangeListener {
+  /** `couponName` changed in a committed transaction. */
+  change(couponName: string): void;
+  /** Listening was lost: changes may be missed from now until `live` is true again. */
+  lost(): void;
+}
+
+export interface ChangeFeed {
+  /** True while listening: every change committed from now on reaches the listeners. */
+  readonly live: boolean;
+  readonly clock: ClockReading;
+  /** This process's clock (epoch ms), the one `clock` is measured against. */
+  now(): number;
+  subscribe(listener: ChangeListener): void;
+  close(): Promise<void>;
+}
+
+export interface FeedOptions {
+  /** How often the listening connection is checked (and the clock read again). */
+  heartbeatMs?: number;
+  log: Logger;
+  /** This process's clock; replaceable so tests can skew a replica's. */
+  now?: () => number;
+}
+
+/** The listeners of one feed, and its state as a ChangeFeed reports it. */
+function feedState(now: () => number) {
+  const listeners: ChangeListener[] = [];
+  const state = {
+    live: false,
+    clock: { offsetMs: 0, uncertaintyMs: 0 } as ClockReading,
+    now,
+    subscribe: (listener: ChangeListener) => void listeners.push(listener),
+    change: (couponName: string) => {
+      for (const listener of listeners) listener.change(couponName);
+    },
+    setLive(up: boolean) {
+      if (state.live === up) return;
+      state.live = up;
+      if (!up) for (const listener of listeners) listener.lost();
+    },
+  };
+  return state;
+}
+
+/**
+ * Listens on a dedicated connection to `url` (one the pool never shares: behind a transaction pooler,
+ * point it past the pooler). Reconnects with backoff; each connection is live once LISTEN and a clock
+ * reading succeeded, and stops being live the moment it closes or a heartbeat goes unanswered.
+ */
+export function listenPostgres(url: string, config: PostgresOptions, options: FeedOptions): ChangeFeed {
+  const { log } = options;
+  const heartbeatMs = options.heartbeatMs ?? 5000;
+  const timeoutMs = Math.max(config.DATABASE_CONNECT_TIMEOUT_MS, 1000);
+  const state = feedState(options.now ?? Date.now);
+  let closed = false;
+  let wake = () => {};
+  let current: postgres.Sql | undefined;
+  const nap = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  async function readClock(client: postgres.Sql): Promise<void> {
+    const before = state.now();
+    const [row] = await withDeadline(
+      client`select ${1}::int as n, extract(epoch from clock_timestamp()) * 1000 as db_ms`,
+      timeoutMs,
+    );
+    const after = state.now();
+    state.clock = { offsetMs: Number(row?.db_ms) - (before + after) / 2, uncertaintyMs: (after - before) / 2 };
+  }
+
+  async function run(): Promise<void> {
+    for (let attempt = 0; !closed; attempt++) {
+      let dropped = false;
+      const client = postgres(url, {
+        ...postgresOptions(config),
+        max: 1,
+        idle_timeout: null,
+        max_lifetime: null,
+        fetch_types: false,
+        onnotify: (channel: string, payload: string) => {
+          if (channel === CHANGES_CHANNEL) state.change(payload);
+        },
+        onclose: () => {
+          dropped = true;
+          state.setLive(false); // at once: a change committed from now on would be missed
+          wake();
+        },
+      } as unknown as postgres.Options<Record<string, postgres.PostgresType>>);
+      current = client;
+      try {
+        await withDeadline(client.unsafe(`listen ${CHANGES_CHANNEL}`), timeoutMs);
+        await readClock(client);
+        if (!dropped && !closed) {
+          state.setLive(true);
+          log.info("listening for coupon changes", { clock_offset_ms: Math.round(state.clock.offsetMs) });
+          attempt = 0;
+        }
+        while (!dropped && !closed) {
+          await nap(heartbeatMs);
+          if (!dropped && !closed) await readClock(client);
+        }
+      } catch (error) {
+        if (!closed) log.warn("coupon change feed unavailable", errorFields(error));
+      } finally {
+        if (state.live && !closed)
+          log.warn("coupon change feed lost: every claim goes to the database until it is back");
+        state.setLive(false);
+        await client.end({ timeout: 0 }).catch(() => {});
+      }
+      if (!closed) await nap(Math.min(50 * 2 ** attempt, 1000));
+    }
+  }
+  void run();
+
+  return {
+    get live() {
+      return state.live;
+    },
+    get clock() {
+      return state.clock;
+    },
+    now: state.now,
+    subscribe: state.subscribe,
+    async close() {
+      closed = true;
+      state.setLive(false);
+      wake();
+      await current?.end({ timeout: 0 }).catch(() => {});
+    },
+  };
+}
+
+/** Listens in the embedded database: same process, same clock, a connection that cannot drop. */
+export async function listenPglite(client: PGlite, options: Pick<FeedOptions, "now"> = {}): Promise<ChangeFeed> {
+  const state = feedState(options.now ?? Date.now);
+  const unlisten = await client.listen(CHANGES_CHANNEL, (payload) => state.change(payload));
+  const before = state.now();
+  const { rows } = await client.query<{ db_ms: number }>(
+    "select extract(epoch from clock_timestamp()) * 1000 as db_ms",
+  );
+  const after = state.now();
+  state.clock = { offsetMs: Number(rows[0]?.db_ms) - (before + after) / 2, uncertaintyMs: (after - before) / 2 };
+  state.setLive(true);
+  return {
+    get live() {
+      return state.live;
+    },
+    get clock() {
+      return state.clock;
+    },
+    now: state.now,
+    subscribe: state.subscribe,
+    async close() {
+      state.setLive(false);
+      await unlisten().catch(() => {});
+    },
+  };
+}
