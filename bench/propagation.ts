@@ -1,0 +1,95 @@
+// `bun run bench:propagation`: how long a change made on one replica takes to reach another. Two
+// instances of the built binary share one throwaway database. A coupon is paused through A, and B
+// answers its claims from memory (SALE_PAUSED); then A resumes it, and a client claims on B, one
+// claim at a time, until one wins. The time from A's 200 to B's first 201 bounds the propagation
+// (notification, invalidation, and one claim round trip). Measured idle, then with B under a sold-out
+// flood from wrk (256 connections) so the notification competes with traffic on B's event loop.
+// Env: BENCH_TRIALS (default 50), BENCH_DATABASE_URL (admin URL).
+import { build, createBenchDatabase, postJson, type Service, startService } from "./service";
+import { killWrk, requireWrk, runWrk } from "./wrk";
+
+const TRIALS = Number(process.env.BENCH_TRIALS || 50);
+
+async function call(method: string, url: string, body: unknown): Promise<{ status: number; code?: string }> {
+  const response = await fetch(url, {
+    method,
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  });
+  const json = (await response.json()) as { code?: string };
+  return { status: response.status, code: json.code };
+}
+
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+
+/** Milliseconds from each resume on A to B's first win, over TRIALS pause/resume rounds. */
+async function trials(a: Service, b: Service, coupon: string): Promise<number[]> {
+  const patch = (active: boolean) => call("PATCH", `${a.baseUrl}/api/coupons/${coupon}`, { active });
+  const claimOnB = (user: string) =>
+    call("POST", `${b.baseUrl}/api/coupons/claim`, { user_id: user, coupon_name: coupon });
+  const times: number[] = [];
+  let n = 0;
+  for (let trial = 0; trial < TRIALS; trial++) {
+    await patch(false);
+    // Until B answers the pause from memory (it learns it from the change feed or its first refusal).
+    for (let i = 0; i < 100 && (await claimOnB(`${coupon}-warm-${n++}`)).code !== "SALE_PAUSED"; i++);
+    await Bun.sleep(20);
+    const resumed = await patch(true);
+    if (resumed.status !== 200) throw new Error(`resume answered ${resumed.status}`);
+    const start = performance.now();
+    while ((await claimOnB(`${coupon}-u-${n++}`)).status !== 201) {
+      if (performance.now() - start > 10_000) throw new Error("B never saw the resume");
+    }
+    times.push(performance.now() - start);
+  }
+  return times.sort((x, y) => x - y);
+}
+
+function report(label: string, times: number[]): void {
+  const f = (ms: number) => `${ms.toFixed(1)} ms`;
+  console.log(
+    `${label}: p50 ${f(percentile(times, 50))}, p90 ${f(percentile(times, 90))}, p99 ${f(percentile(times, 99))}, max ${f(times.at(-1) ?? Number.NaN)} (${times.length} trials)`,
+  );
+}
+
+async function main(): Promise<void> {
+  requireWrk();
+  await build();
+  const database = await createBenchDatabase(
+    process.env.BENCH_DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres",
+  );
+  const services: Service[] = [];
+  try {
+    const a = await startService(database.url, {});
+    services.push(a);
+    const b = await startService(database.url, {});
+    services.push(b);
+    await postJson(`${a.baseUrl}/api/coupons`, { name: "idle", amount: 1_000_000 }, 201);
+    await postJson(`${a.baseUrl}/api/coupons`, { name: "loaded", amount: 1_000_000 }, 201);
+    await postJson(`${a.baseUrl}/api/coupons`, { name: "gone", amount: 1 }, 201);
+    await postJson(`${b.baseUrl}/api/coupons/claim`, { user_id: "first", coupon_name: "gone" }, 201);
+
+    report("idle", await trials(a, b, "idle"));
+    const flood = runWrk({
+      url: `${b.baseUrl}/api/coupons/claim`,
+      connections: 256,
+      seconds: 600,
+      args: ["gone"],
+      servicePid: b.pid,
+      databaseName: database.name,
+    });
+    await Bun.sleep(1000);
+    report("B under a sold-out flood", await trials(a, b, "loaded"));
+    killWrk();
+    await flood.catch(() => {}); // killed on purpose: its figures are not the point
+    await Promise.all(services.map((service) => service.stop()));
+    services.length = 0;
+  } finally {
+    for (const service of services) service.kill();
+    await database.drop();
+  }
+}
+
+await main();
