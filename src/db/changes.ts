@@ -42,6 +42,12 @@ export interface ChangeFeed {
 export interface FeedOptions {
   /** How often the listening connection is checked (and the clock read again). */
   heartbeatMs?: number;
+  /**
+   * Sends `payload` on the channel from another session (the pool). Each check then also waits for
+   * it to come back: only a notification from elsewhere proves that changes reach this connection
+   * (a transaction pooler accepts LISTEN and then delivers nothing).
+   */
+  probe?: (payload: string) => Promise<unknown>;
   log: Logger;
   /** This process's clock; replaceable so tests can skew a replica's. */
   now?: () => number;
@@ -69,8 +75,9 @@ function feedState(now: () => number) {
 
 /**
  * Listens on a dedicated connection to `url` (one the pool never shares: behind a transaction pooler,
- * point it past the pooler). Reconnects with backoff; each connection is live once LISTEN and a clock
- * reading succeeded, and stops being live the moment it closes or a heartbeat goes unanswered.
+ * point it past the pooler). Reconnects with backoff; each connection is live once LISTEN, a clock
+ * reading and a probe from the pool succeeded, and stops being live the moment it closes or a
+ * heartbeat (the same reading and probe) goes unanswered.
  */
 export function listenPostgres(url: string, config: PostgresOptions, options: FeedOptions): ChangeFeed {
   const { log } = options;
@@ -99,6 +106,29 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
     state.clock = { offsetMs: Number(row?.db_ms) - (before + after) / 2, uncertaintyMs: (after - before) / 2 };
   }
 
+  // A probe's payload starts with a control character, which no coupon name may contain.
+  let awaited: { payload: string; heard: () => void } | undefined;
+  async function echo(): Promise<void> {
+    const { probe } = options;
+    if (!probe) return;
+    const payload = `\u0001probe ${crypto.randomUUID()}`;
+    const heard = new Promise<void>((resolve) => {
+      awaited = { payload, heard: resolve };
+    });
+    try {
+      await withDeadline(Promise.all([probe(payload), heard]), timeoutMs);
+    } catch (error) {
+      throw new Error(
+        "a notification sent from the pool did not reach the listening connection (behind a transaction pooler, set LISTEN_DATABASE_URL to the server itself)",
+        { cause: error },
+      );
+    }
+  }
+  const notified = (payload: string) => {
+    if (!payload.startsWith("\u0001")) state.change(payload);
+    else if (payload === awaited?.payload) awaited.heard();
+  };
+
   async function run(): Promise<void> {
     for (let attempt = 0; !closed; attempt++) {
       let dropped = false;
@@ -109,7 +139,7 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
         max_lifetime: null,
         fetch_types: false,
         onnotify: (channel: string, payload: string) => {
-          if (channel === CHANGES_CHANNEL) state.change(payload);
+          if (channel === CHANGES_CHANNEL) notified(payload);
         },
         onclose: () => {
           dropped = true;
@@ -121,6 +151,7 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
       try {
         await withDeadline(client.unsafe(`listen ${CHANGES_CHANNEL}`), timeoutMs);
         await readClock(client);
+        await echo();
         if (!dropped && !closed) {
           state.setLive(true);
           log.info("listening for coupon changes", { clock_offset_ms: Math.round(state.clock.offsetMs) });
@@ -128,7 +159,9 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
         }
         while (!dropped && !closed) {
           await nap(heartbeatMs);
-          if (!dropped && !closed) await readClock(client);
+          if (dropped || closed) break;
+          await readClock(client);
+          await echo();
         }
       } catch (error) {
         if (!closed) log.warn("coupon change feed unavailable", errorFields(error));

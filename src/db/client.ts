@@ -7,7 +7,7 @@ import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import type { Config } from "../config";
-import { type ChangeFeed, type FeedOptions, listenPglite, listenPostgres } from "./changes";
+import { announceChange, type ChangeFeed, type FeedOptions, listenPglite, listenPostgres } from "./changes";
 import { runMigrations } from "./migrate";
 import { lockDataDir, pgliteAssets } from "./pglite";
 import * as schema from "./schema";
@@ -67,7 +67,8 @@ export function openPostgres(url: string, config: PostgresOptions, listenUrl = u
     db,
     kind: "postgres",
     migrate: () => runMigrations(db),
-    listen: async (options) => listenPostgres(listenUrl, config, options),
+    listen: async (options) =>
+      listenPostgres(listenUrl, config, { probe: (payload) => db.execute(announceChange(payload)), ...options }),
     close: (timeoutMs = 5000) => client.end({ timeout: timeoutMs / 1000 }),
   };
 }

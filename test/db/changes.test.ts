@@ -94,6 +94,27 @@ describe("listenPostgres", () => {
     await feed.close();
   });
 
+  it("is live only while a probe sent from another session comes back", async () => {
+    // The probe goes to another database, whose notifications never reach this listener: the case of
+    // a transaction pooler that accepts LISTEN and then delivers nothing.
+    const elsewhere = await createTestDatabase({ migrate: false });
+    const misrouted = listenPostgres(database.url, config(), {
+      log,
+      probe: (payload) => elsewhere.handle.db.execute(announceChange(payload)),
+    });
+    const routed = listenPostgres(database.url, config(), {
+      log,
+      probe: (payload) => database.handle.db.execute(announceChange(payload)),
+    });
+    const events = recorded(routed);
+    await until(() => routed.live, "the routed feed live");
+    await Bun.sleep(1500); // past the probe's deadline (DATABASE_CONNECT_TIMEOUT_MS)
+    expect(misrouted.live).toBe(false);
+    expect(events).toEqual([]); // probes are never reported as changes
+    await Promise.all([misrouted.close(), routed.close()]);
+    await elsewhere.drop();
+  });
+
   it("never goes live where nothing listens, and says lost to nobody (it never was live)", async () => {
     const feed = listenPostgres("postgres://postgres@127.0.0.1:1/none", config(), { log });
     const events = recorded(feed);

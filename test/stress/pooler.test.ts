@@ -6,6 +6,7 @@ import type postgres from "postgres";
 import { loadConfig } from "../../src/config";
 import { type DatabaseHandle, openPostgres } from "../../src/db/client";
 import { embeddedJournal } from "../../src/db/migrations";
+import { createLogger } from "../../src/log";
 import { buildApp, serveForSuite } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { type ApiResponse, client, countStatus } from "../support/http";
@@ -125,6 +126,26 @@ withPgBouncer("behind PgBouncer in transaction pooling", () => {
         statuses.push(...answers.map((answer) => answer.status));
       }
       expect(statuses).toEqual(Array(10).fill(200));
+    }, 30_000);
+  });
+
+  describe("the change feed", () => {
+    it("never goes live through transaction pooling, where notifications cannot reach it, and does past it", async () => {
+      const log = createLogger("silent");
+      // LISTEN through PgBouncer is accepted, then the server connection goes back to the pool.
+      const pooled = await open({ DATABASE_CONNECT_TIMEOUT_MS: "1000" }).listen({ log, heartbeatMs: 200 });
+      // LISTEN_DATABASE_URL pointing at the server itself, the pool still through PgBouncer.
+      const config = loadConfig({ DATABASE_URL: bouncer.url, DATABASE_CONNECT_TIMEOUT_MS: "1000" });
+      const direct = openPostgres(bouncer.url, config, database.url);
+      handles.push(direct);
+      const feed = await direct.listen({ log, heartbeatMs: 200 });
+      const start = performance.now();
+      while (!feed.live && performance.now() - start < 5000) await Bun.sleep(10);
+      expect(feed.live).toBe(true);
+      const seen: boolean[] = [];
+      for (let i = 0; i < 30; i++, await Bun.sleep(100)) seen.push(pooled.live);
+      expect(seen).not.toContain(true);
+      await Promise.all([pooled.close(), feed.close()]);
     }, 30_000);
   });
 });
