@@ -109,7 +109,7 @@ export const updateDocs: DocumentDecoration = {
   summary: "Schedule, pause or resume a sale",
   description: [
     "Changes `starts_at`, `ends_at` (null clears either) and `active` (false pauses, true resumes). `amount` cannot change. Behind ADMIN_TOKEN like creating.",
-    "The change is decided under the coupon's claim lock and announced to every replica in the same transaction: no claim is decided on the old rules once this answers, and replicas stop answering from memory what it changed within the propagation time the README states.",
+    "The change is made under the coupon's claim lock and announced to every replica in the same transaction: once this answers, the database decides every claim by the new rules, and replicas that answered the coupon from memory forget it within the propagation time the README states.",
   ].join("\n\n"),
   security: [{}, { adminToken: [] }],
   responses: documentedResponses("/api/coupons/BLACK_FRIDAY", {
