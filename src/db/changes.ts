@@ -130,6 +130,7 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
   };
 
   async function run(): Promise<void> {
+    let quiet = false;
     for (let attempt = 0; !closed; attempt++) {
       let dropped = false;
       const client = postgres(url, {
@@ -154,7 +155,8 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
         await echo();
         if (!dropped && !closed) {
           state.setLive(true);
-          log.info("listening for coupon changes", { clock_offset_ms: Math.round(state.clock.offsetMs) });
+          log.info("change feed live", { clock_offset_ms: Math.round(state.clock.offsetMs) });
+          quiet = false;
           attempt = 0;
         }
         while (!dropped && !closed) {
@@ -164,10 +166,11 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
           await echo();
         }
       } catch (error) {
-        if (!closed) log.warn("coupon change feed unavailable", errorFields(error));
+        // Once per outage at warn, then at debug: a feed that cannot go live retries every second.
+        if (!closed) log[quiet ? "debug" : "warn"]("change feed unavailable", errorFields(error));
+        quiet = true;
       } finally {
-        if (state.live && !closed)
-          log.warn("coupon change feed lost: every claim goes to the database until it is back");
+        if (state.live && !closed) log.warn("change feed lost: every claim goes to the database until it is back");
         state.setLive(false);
         await client.end({ timeout: 0 }).catch(() => {});
       }
