@@ -33,8 +33,10 @@ const Instant = (description: string, example: string) =>
     examples: [example],
     [validationMessage]: "must be an RFC 3339 date-time with an offset, e.g. 2026-11-27T09:00:00Z",
   });
-const StartsAt = () => Instant("The sale opens at this instant, by the database's clock", "2026-11-27T09:00:00Z");
-const EndsAt = () => Instant("The sale closes at this instant (after starts_at)", "2026-11-27T21:00:00+01:00");
+const opens = "The sale opens at this instant, by the database's clock";
+const closes = "The sale closes at this instant (after starts_at)";
+const StartsAt = (description = opens) => Instant(description, "2026-11-27T09:00:00Z");
+const EndsAt = (description = closes) => Instant(description, "2026-11-27T21:00:00+01:00");
 
 export const CreateCouponBody = t.Object(
   { name: CouponName, amount: Amount, starts_at: t.Optional(StartsAt()), ends_at: t.Optional(EndsAt()) },
@@ -48,8 +50,8 @@ export const CreateCouponBody = t.Object(
 
 export const UpdateCouponBody = t.Object(
   {
-    starts_at: t.Optional(t.Union([StartsAt(), t.Null()], { description: "New opening; null = open now" })),
-    ends_at: t.Optional(t.Union([EndsAt(), t.Null()], { description: "New closing; null = never closes" })),
+    starts_at: t.Optional(t.Union([StartsAt(`${opens}; null: no opening bound`), t.Null()])),
+    ends_at: t.Optional(t.Union([EndsAt(`${closes}; null: never closes`), t.Null()])),
     active: t.Optional(t.Boolean({ description: "false pauses the sale, true resumes it" })),
   },
   {

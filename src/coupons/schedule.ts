@@ -18,9 +18,11 @@ export function parseInstant(field: string, value: string): Date {
   const offsetMin = /^[Zz]$/.test(zone)
     ? 0
     : (zone[0] === "-" ? -1 : 1) * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(4, 6)));
-  const utc = Date.UTC(y as number, (mo as number) - 1, d, h, mi, s);
-  const back = new Date(utc);
-  // Date.UTC rolls 2026-02-30 over to March: a date that does not come back unchanged does not exist.
+  // setUTCFullYear, not Date.UTC, which reads the years 0..99 as 1900..1999.
+  const back = new Date(0);
+  back.setUTCFullYear(y as number, (mo as number) - 1, d);
+  back.setUTCHours(h as number, mi, s, Number(fraction.slice(0, 3).padEnd(3, "0")));
+  // 2026-02-30 rolls over to March: a date that does not come back unchanged does not exist.
   const real = back.getUTCMonth() === (mo as number) - 1 && back.getUTCDate() === d && (h as number) < 24;
   if (
     !real ||
@@ -30,7 +32,12 @@ export function parseInstant(field: string, value: string): Date {
     Number(zone.slice(4, 6)) > 59
   )
     throw invalid();
-  return new Date(utc + Number(fraction.slice(0, 3).padEnd(3, "0")) - offsetMin * 60_000);
+  const instant = new Date(back.getTime() - offsetMin * 60_000);
+  // Answers give instants in UTC as RFC 3339, which has four-digit years only.
+  const year = instant.getUTCFullYear();
+  if (year < 1 || year > 9999)
+    throw new AppError("VALIDATION_FAILED", `${field}: must fall within the years 0001 to 9999 in UTC`);
+  return instant;
 }
 
 /** The schedule given at creation; VALIDATION_FAILED unless ends_at is after starts_at. */

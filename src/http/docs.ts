@@ -42,7 +42,7 @@ export function docs() {
           // Relative: "Try it out" sends to whichever address served the page.
           servers: [{ url: "/", description: "This service" }],
           tags: [
-            { name: "coupons", description: "Create, claim and read coupons" },
+            { name: "coupons", description: "Create, schedule, list, claim and read coupons" },
             { name: "health", description: "Liveness and readiness" },
           ],
           components: {
@@ -51,7 +51,8 @@ export function docs() {
               adminToken: {
                 type: "http",
                 scheme: "bearer",
-                description: "ADMIN_TOKEN, when the service is started with one; only creating coupons needs it",
+                description:
+                  "ADMIN_TOKEN, when the service is started with one; only creating and changing coupons need it",
               },
             },
           },

@@ -1,8 +1,9 @@
-// The OpenAPI document as served (GET /docs/json): exact request bodies, integers as integers, each
-// error with its own examples (which are what the service really answers), one problem schema by
-// $ref, the bearer scheme, the headers, and only OpenAPI 3.1 schema keywords.
+// The OpenAPI document as served (GET /docs/json): exact request bodies and query parameters, integers
+// as integers, each error with its own examples (which are what the service really answers), one
+// problem schema by $ref, the bearer scheme, the headers, and only OpenAPI 3.1 schema keywords.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { claimRejections } from "../../src/coupons/outcomes";
+import { INSTANT_PATTERN } from "../../src/coupons/schedule";
 import { errorStatus } from "../../src/errors";
 import { MAX_BODY_BYTES } from "../../src/http/body";
 import { buildApp } from "../support/app";
@@ -63,6 +64,21 @@ function schemasOf(node: unknown, where = "#"): [string, unknown][] {
   return found;
 }
 
+/** "where: types" for every union of the document that mixes strings with numbers (integer-or-string). */
+function stringOrNumberUnions(node: unknown, where = "#"): string[] {
+  if (!node || typeof node !== "object") return [];
+  const found: string[] = [];
+  const record = node as Json;
+  const types = [
+    ...(Array.isArray(record.type) ? record.type : []),
+    ...["anyOf", "oneOf"].flatMap((key) => (Array.isArray(record[key]) ? record[key].map((s: Json) => s?.type) : [])),
+  ].flat();
+  if (types.includes("string") && (types.includes("integer") || types.includes("number")))
+    found.push(`${where}: ${types.join(", ")}`);
+  for (const [key, value] of Object.entries(record)) found.push(...stringOrNumberUnions(value, `${where}/${key}`));
+  return found;
+}
+
 const operations = (doc: Json) =>
   Object.entries(doc.paths as Json).flatMap(([path, item]) =>
     Object.entries(item as Json).map(([method, operation]) => ({ path, method, operation: operation as Json })),
@@ -72,6 +88,8 @@ let database: TestDatabase;
 let api: Client;
 let guarded: Client;
 let doc: Json;
+const patch = (on: Client, name: string, json: unknown, headers?: Record<string, string>) =>
+  on.call("PATCH", `/api/coupons/${encodeURIComponent(name)}`, { json, headers });
 beforeAll(async () => {
   database = await createTestDatabase();
   api = client(buildApp(database.handle.db).app);
@@ -89,34 +107,118 @@ describe("GET /docs/json", () => {
   });
 
   it.each([
-    ["/api/coupons", ["name", "amount"], { name: "BLACK_FRIDAY", amount: 100 }],
-    ["/api/coupons/claim", ["user_id", "coupon_name"], { user_id: "user-42", coupon_name: "BLACK_FRIDAY" }],
-  ])("documents the JSON body of POST %s with its fields and an example", (path, fields, example) => {
+    [
+      "/api/coupons",
+      ["name", "amount"],
+      ["name", "amount", "starts_at", "ends_at"],
+      [
+        { name: "BLACK_FRIDAY", amount: 100 },
+        { name: "CYBER_MONDAY", amount: 500, starts_at: "2026-11-30T09:00:00Z", ends_at: "2026-11-30T21:00:00Z" },
+      ],
+    ],
+    [
+      "/api/coupons/claim",
+      ["user_id", "coupon_name"],
+      ["user_id", "coupon_name"],
+      [{ user_id: "user-42", coupon_name: "BLACK_FRIDAY" }],
+    ],
+  ])("documents the JSON body of POST %s with its fields and examples", (path, required, fields, examples) => {
     const body = doc.paths[path].post.requestBody;
     expect(body.required).toBe(true);
     expect(Object.keys(body.content)).toEqual(["application/json"]);
     const schema = body.content["application/json"].schema;
     expect(schema.type).toBe("object");
-    expect(schema.required).toEqual(fields);
+    expect(schema.required).toEqual(required);
     expect(Object.keys(schema.properties)).toEqual(fields);
-    expect(schema.examples).toEqual([example]);
+    expect(schema.examples).toEqual(examples);
+  });
+
+  it("documents the schedule of a create as optional RFC 3339 strings with an offset", () => {
+    const { properties } = doc.paths["/api/coupons"].post.requestBody.content["application/json"].schema;
+    for (const field of ["starts_at", "ends_at"]) {
+      expect(properties[field]).toMatchObject({ type: "string", pattern: INSTANT_PATTERN });
+      expect(properties[field].examples[0]).toMatch(new RegExp(INSTANT_PATTERN));
+    }
+  });
+
+  it("documents the JSON body of PATCH /api/coupons/{name}: each field optional, bounds nullable, no other field", () => {
+    const body = doc.paths["/api/coupons/{name}"].patch.requestBody;
+    expect(body.required).toBe(true);
+    expect(Object.keys(body.content)).toEqual(["application/json"]);
+    const schema = body.content["application/json"].schema;
+    expect(schema.type).toBe("object");
+    expect(schema.required).toBeUndefined();
+    expect(schema.additionalProperties).toBe(false);
+    expect(Object.keys(schema.properties)).toEqual(["starts_at", "ends_at", "active"]);
+    for (const field of ["starts_at", "ends_at"]) {
+      expect(schema.properties[field]).toMatchObject({ type: ["string", "null"], pattern: INSTANT_PATTERN });
+    }
+    expect(schema.properties.active).toMatchObject({ type: "boolean" });
+    expect(schema.examples).toEqual([{ active: false }, { starts_at: "2026-11-27T10:00:00Z", ends_at: null }]);
+  });
+
+  it("documents the list's query parameters (limit 1..100, after a coupon name) and the name in the path", () => {
+    const list = doc.paths["/api/coupons"].get.parameters as Json[];
+    expect(list.map(({ name, in: where, required }) => [name, where, required])).toEqual([
+      ["limit", "query", false],
+      ["after", "query", false],
+    ]);
+    const [limit, after] = list.map((parameter) => parameter.schema);
+    expect(limit.type).toBe("string");
+    const valid = new RegExp(limit.pattern);
+    expect(["1", "20", "99", "100"].filter((value) => !valid.test(value))).toEqual([]);
+    expect(["0", "101", "01", "5.5", "abc", "-1", ""].filter((value) => valid.test(value))).toEqual([]);
+    expect(limit.description).toContain("default 20");
+    expect(after).toMatchObject({ type: "string", minLength: 1, maxLength: 128 });
+    for (const method of ["get", "patch"]) {
+      const params = doc.paths["/api/coupons/{name}"][method].parameters as Json[];
+      expect(params.map(({ name, in: where, required }) => [name, where, required])).toEqual([["name", "path", true]]);
+    }
+  });
+
+  it("documents the sale keys as optional on every coupon answer, and the claimers only on the read", () => {
+    const success = (path: string, method: string, status: number) =>
+      doc.paths[path][method].responses[status].content["application/json"].schema;
+    const page = success("/api/coupons", "get", 200);
+    expect(page.required).toEqual(["coupons", "next_after"]);
+    const answers = {
+      create: success("/api/coupons", "post", 201),
+      change: success("/api/coupons/{name}", "patch", 200),
+      item: page.properties.coupons.items,
+      read: success("/api/coupons/{name}", "get", 200),
+    };
+    for (const [answer, schema] of Object.entries(answers)) {
+      const claimers = answer === "read" ? ["claimed_by"] : [];
+      expect(schema.required, answer).toEqual(["name", "amount", "remaining_amount", ...claimers]);
+      expect(Object.keys(schema.properties).sort(), answer).toEqual(
+        ["name", "amount", "remaining_amount", "starts_at", "ends_at", "active", ...claimers].sort(),
+      );
+      expect(schema.properties.starts_at, answer).toMatchObject({ type: "string", format: "date-time" });
+      expect(schema.properties.ends_at, answer).toMatchObject({ type: "string", format: "date-time" });
+      expect(schema.properties.active, answer).toMatchObject({ const: false });
+    }
   });
 
   it("types every integer field as a plain integer, never as an integer-or-string", () => {
     const create = doc.paths["/api/coupons"].post;
-    const read = doc.paths["/api/coupons/{name}"].get;
+    const answers = [
+      create.responses["201"],
+      doc.paths["/api/coupons/{name}"].get.responses["200"],
+      doc.paths["/api/coupons/{name}"].patch.responses["200"],
+    ].map((response) => response.content["application/json"].schema);
+    const item =
+      doc.paths["/api/coupons"].get.responses["200"].content["application/json"].schema.properties.coupons.items;
     const integers = [
       create.requestBody.content["application/json"].schema.properties.amount,
-      create.responses["201"].content["application/json"].schema.properties.amount,
-      create.responses["201"].content["application/json"].schema.properties.remaining_amount,
-      read.responses["200"].content["application/json"].schema.properties.amount,
-      read.responses["200"].content["application/json"].schema.properties.remaining_amount,
+      ...[...answers, item].flatMap((schema) => [schema.properties.amount, schema.properties.remaining_amount]),
       doc.components.schemas.Problem.properties.status,
     ];
+    expect(integers).toHaveLength(10);
     for (const schema of integers) {
       expect(schema.type).toBe("integer");
       expect(schema.anyOf).toBeUndefined();
     }
+    expect(stringOrNumberUnions(doc)).toEqual([]);
   });
 
   it("defines the problem schema once and refers every problem answer to it", () => {
@@ -145,10 +247,19 @@ describe("GET /docs/json", () => {
     }
   });
 
-  it("documents the claim's rejections from the outcome table, already claimed and sold out on 409", () => {
+  it("documents the claim's rejections from the outcome table, the sale's on 409 in the order they are checked", () => {
     const responses = doc.paths["/api/coupons/claim"].post.responses;
     const examples = (status: number) => responses[status].content["application/problem+json"].examples;
-    expect(Object.keys(examples(409))).toEqual(["already_claimed", "sold_out"]);
+    expect(Object.keys(examples(409))).toEqual([
+      "already_claimed",
+      "sale_paused",
+      "sale_not_started",
+      "sale_ended",
+      "sold_out",
+    ]);
+    expect(responses[409].description).toStartWith(
+      "ALREADY_CLAIMED or SALE_PAUSED or SALE_NOT_STARTED or SALE_ENDED or SOLD_OUT, checked in that order",
+    );
     expect(Object.keys(examples(404))).toEqual(["not_found"]);
     for (const [outcome, rejection] of Object.entries(claimRejections)) {
       const value = examples(errorStatus[rejection.code])[outcome].value;
@@ -156,21 +267,29 @@ describe("GET /docs/json", () => {
     }
   });
 
-  it("offers the bearer scheme on create only, where it is needed when ADMIN_TOKEN is set", () => {
+  it("offers the bearer scheme on create and on PATCH only, where it is needed when ADMIN_TOKEN is set", () => {
     expect(doc.components.securitySchemes.adminToken).toMatchObject({ type: "http", scheme: "bearer" });
+    const guardedRoutes = ["post /api/coupons", "patch /api/coupons/{name}"];
     for (const { path, method, operation } of operations(doc)) {
-      const creates = path === "/api/coupons" && method === "post";
-      expect(operation.security).toEqual(creates ? [{}, { adminToken: [] }] : []);
+      const behindToken = guardedRoutes.includes(`${method} ${path}`);
+      expect(operation.security, `${method} ${path}`).toEqual(behindToken ? [{}, { adminToken: [] }] : []);
+      expect(Object.keys(operation.responses).filter((status) => status === "401" || status === "403")).toEqual(
+        behindToken ? ["401", "403"] : [],
+      );
     }
   });
 
-  it("declares X-Request-Id on every answer, Location on a create's 201, Retry-After on every 503 problem", () => {
+  it("declares X-Request-Id on every answer, Location on a create's 201, Retry-After on every 503 problem and the claim's 409", () => {
     const ref = (name: string) => ({ $ref: `#/components/headers/${name}` });
-    for (const { operation } of operations(doc)) {
+    for (const { path, method, operation } of operations(doc)) {
       for (const [status, response] of Object.entries(operation.responses as Json)) {
         expect(response.headers["X-Request-Id"]).toEqual(ref("X-Request-Id"));
         const problem = !!response.content["application/problem+json"];
-        expect(response.headers["Retry-After"]).toEqual(problem && status === "503" ? ref("Retry-After") : undefined);
+        const retry =
+          problem && (status === "503" || (`${method} ${path}` === "post /api/coupons/claim" && status === "409"));
+        expect(response.headers["Retry-After"], `${method} ${path} ${status}`).toEqual(
+          retry ? ref("Retry-After") : undefined,
+        );
       }
     }
     expect(doc.paths["/api/coupons"].post.responses["201"].headers.Location).toEqual(ref("Location"));
@@ -190,10 +309,16 @@ describe("the documented examples", () => {
   const big = JSON.stringify({ name: "x".repeat(MAX_BODY_BYTES), amount: 1 });
 
   // Each documented example with the request that provokes it; the rest cannot be provoked here.
+  const backwards = { starts_at: "2026-11-27T21:00:00Z", ends_at: "2026-11-27T09:00:00Z" };
   const provoked: Record<string, () => Promise<ApiResponse>> = {
+    // Before BLACK_FRIDAY exists.
     "get /api/coupons/{name} 404 COUPON_NOT_FOUND": () => api.getCoupon("BLACK_FRIDAY"),
+    "patch /api/coupons/{name} 404 COUPON_NOT_FOUND": () => patch(api, "BLACK_FRIDAY", { active: false }),
     "get /api/coupons/{name} 400 percentEncoding": () => api.get("/api/coupons/%FF"),
+    "get /api/coupons 400 limit": () => api.get("/api/coupons?limit=101"),
     "post /api/coupons 400 amount": () => api.post("/api/coupons", { name: "TEN", amount: "10" }),
+    "post /api/coupons 400 scheduleOrder": () =>
+      api.post("/api/coupons", { name: "BACKWARDS", amount: 1, ...backwards }),
     "post /api/coupons 400 malformedJson": () => api.call("POST", "/api/coupons", { body: "{", headers: json }),
     "post /api/coupons 401 UNAUTHORIZED": () => guarded.createCoupon("GUARDED", 1),
     "post /api/coupons 403 FORBIDDEN": () => guarded.createCoupon("GUARDED", 1, { authorization: "Bearer wrong" }),
@@ -213,8 +338,32 @@ describe("the documented examples", () => {
       return api.claim("user-42", "BLACK_FRIDAY");
     },
     "post /api/coupons/claim 409 sold_out": () => api.claim("user-43", "BLACK_FRIDAY"),
+    "post /api/coupons/claim 409 sale_paused": async () => {
+      await api.createCoupon("PAUSED", 1);
+      await patch(api, "PAUSED", { active: false });
+      return api.claim("user-42", "PAUSED");
+    },
+    "post /api/coupons/claim 409 sale_not_started": async () => {
+      await api.post("/api/coupons", { name: "NOT_STARTED", amount: 1, starts_at: "2999-01-01T00:00:00Z" });
+      return api.claim("user-42", "NOT_STARTED");
+    },
+    "post /api/coupons/claim 409 sale_ended": async () => {
+      const past = { starts_at: "2020-01-01T00:00:00Z", ends_at: "2020-01-02T00:00:00Z" };
+      await api.post("/api/coupons", { name: "ENDED", amount: 1, ...past });
+      return api.claim("user-42", "ENDED");
+    },
     "post /api/coupons/claim 413 tooLarge": () => api.call("POST", "/api/coupons/claim", { body: big, headers: json }),
     "post /api/coupons/claim 415 notJson": () => api.call("POST", "/api/coupons/claim", { body: "{}" }),
+    // BLACK_FRIDAY exists from here on: each PATCH is refused before it is looked up, or by the token.
+    "patch /api/coupons/{name} 400 scheduleOrder": () => patch(api, "BLACK_FRIDAY", backwards),
+    "patch /api/coupons/{name} 400 amount": () => patch(api, "BLACK_FRIDAY", { amount: 5 }),
+    "patch /api/coupons/{name} 400 empty": () => patch(api, "BLACK_FRIDAY", {}),
+    "patch /api/coupons/{name} 401 UNAUTHORIZED": () => patch(guarded, "BLACK_FRIDAY", { active: false }),
+    "patch /api/coupons/{name} 403 FORBIDDEN": () =>
+      patch(guarded, "BLACK_FRIDAY", { active: false }, { authorization: "Bearer wrong" }),
+    "patch /api/coupons/{name} 413 tooLarge": () =>
+      api.call("PATCH", "/api/coupons/BLACK_FRIDAY", { body: big, headers: json }),
+    "patch /api/coupons/{name} 415 notJson": () => api.call("PATCH", "/api/coupons/BLACK_FRIDAY", { body: "{}" }),
   };
 
   it("are byte for byte what the service answers (but the request id, and the path where it must differ)", async () => {
@@ -246,11 +395,26 @@ describe("the documented examples", () => {
   });
 
   it("include the request bodies, which the service accepts as they are", async () => {
-    const create = doc.paths["/api/coupons"].post.requestBody.content["application/json"].schema.examples[0];
-    const claim = doc.paths["/api/coupons/claim"].post.requestBody.content["application/json"].schema.examples[0];
-    const created = await api.post("/api/coupons", { ...create, name: "EXAMPLE_BODY" });
-    expect(created.status).toBe(201);
-    expect(created.headers.get("location")).toBe("/api/coupons/EXAMPLE_BODY");
-    expect((await api.post("/api/coupons/claim", { ...claim, coupon_name: "EXAMPLE_BODY" })).status).toBe(201);
+    const examples = (path: string, method: string) =>
+      doc.paths[path][method].requestBody.content["application/json"].schema.examples as Json[];
+    const creates = examples("/api/coupons", "post");
+    expect(creates).toHaveLength(2);
+    for (const [i, create] of creates.entries()) {
+      const created = await api.post("/api/coupons", { ...create, name: `EXAMPLE_BODY_${i}` });
+      expect(created.status).toBe(201);
+      expect(created.headers.get("location")).toBe(`/api/coupons/EXAMPLE_BODY_${i}`);
+      const given = ["starts_at", "ends_at"].filter((field) => field in create);
+      for (const field of given) expect(created.body[field]).toBe(new Date(create[field]).toISOString());
+    }
+    const [claim] = examples("/api/coupons/claim", "post");
+    expect((await api.post("/api/coupons/claim", { ...claim, coupon_name: "EXAMPLE_BODY_0" })).status).toBe(201);
+    const [pause, reschedule] = examples("/api/coupons/{name}", "patch");
+    const paused = await patch(api, "EXAMPLE_BODY_1", pause);
+    expect(paused.status).toBe(200);
+    expect(paused.body.active).toBe(false);
+    const rescheduled = await patch(api, "EXAMPLE_BODY_1", reschedule);
+    expect(rescheduled.status).toBe(200);
+    expect(rescheduled.body.starts_at).toBe("2026-11-27T10:00:00.000Z");
+    expect(rescheduled.body.ends_at).toBeUndefined();
   });
 });

@@ -21,6 +21,7 @@ export interface TestAppOptions extends Partial<ClaimerOptions> {
 /** The app as main.ts wires it, with test-friendly defaults (silent logs). */
 export function buildApp(db: Database, options: TestAppOptions = {}) {
   const log = options.log ?? createLogger("silent");
+  const feed = options.feed ?? testFeed();
   const claimer: Claimer = createClaimer(db, {
     batchMax: 256,
     queueMax: 10_000,
@@ -32,9 +33,9 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     scheduleMarginMs: 1000,
     log,
     ...options,
-    feed: options.feed ?? testFeed(),
+    feed,
   });
-  const metrics = createMetrics({ claims: claimer.stats, feed: options.feed });
+  const metrics = createMetrics({ claims: claimer.stats, feed });
   const app = createApp({
     db,
     log,
