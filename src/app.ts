@@ -105,7 +105,8 @@ export function createApp(deps: AppDeps) {
       set.headers["x-request-id"] = id;
       checkPercentEncoding(path);
     })
-    .onParse(({ request }) => readJsonBody(request, bodyBudget))
+    // Only POST and PATCH take a body; a DELETE's (an empty JSON body some clients send) is never read.
+    .onParse(({ request }) => (request.method === "DELETE" ? {} : readJsonBody(request, bodyBudget)))
     // Decided when the answer is made, so requests in flight when the server stops accepting get it too.
     .onAfterHandle(({ set }) => closeIfStopping(set))
     .onError(({ code, error, request, set }) => {

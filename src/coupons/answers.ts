@@ -38,8 +38,11 @@ export interface MemoryAnswer {
 export interface Answers {
   /** The answer from memory, or undefined: the database must decide. Synchronous: no promise hop. */
   answer(couponName: string, userId: string): MemoryAnswer | undefined;
-  /** A claim on `couponName` was just refused by the database: load what may be answered from memory. */
-  learn(couponName: string): void;
+  /**
+   * A claim on `couponName` was just refused by the database: load what may be answered from memory.
+   * Resolves once the load has settled (callers need not wait; tests do); never rejects.
+   */
+  learn(couponName: string): Promise<void>;
   /** Forgets what is known of `couponName`: its state or claimers may have changed. */
   invalidate(couponName: string): void;
   /** Forgets everything (the change feed was lost). */
@@ -146,10 +149,10 @@ export function createAnswers(db: Database, options: AnswersOptions): Answers {
       return closed.ended ? fixed.sale_ended : fixed.sold_out;
     },
     learn(couponName) {
-      if (entries.has(couponName) || !feed.live) return;
+      if (entries.has(couponName) || !feed.live) return Promise.resolve();
       const entry: Entry = { bytes: 0 };
       entries.set(couponName, entry);
-      withDeadline(claimSnapshot(db, couponName, options.maxClaimers), options.loadTimeoutMs).then(
+      return withDeadline(claimSnapshot(db, couponName, options.maxClaimers), options.loadTimeoutMs).then(
         (snapshot) => hold(couponName, entry, snapshot),
         (error) => {
           // Not now; claims go to the database meanwhile and a later refusal retries.

@@ -11,14 +11,16 @@ import type { DecidedOutcome } from "./outcomes";
 
 export interface ClaimDecision {
   outcome: DecidedOutcome;
-  /** Set when outcome is "created". */
-  claimedAt?: Date;
+  /** Set when outcome is "created" (the claim's instant) or "released" (the release's). */
+  decidedAt?: Date;
   /** Set when outcome is "sale_not_started": milliseconds to the opening, by the database's clock. */
   opensInMs?: number;
+  /** The coupon's stock right after this request (null when the coupon does not exist). */
+  remaining: number | null;
 }
 
 export interface BatchResult {
-  /** One decision per user id, in the order given. */
+  /** One decision per request, in the order given. */
   decisions: ClaimDecision[];
   /** The coupon's stock after the batch; null when the coupon does not exist. */
   remaining: number | null;
@@ -26,38 +28,58 @@ export interface BatchResult {
 
 interface DecisionRow {
   outcome: DecidedOutcome;
-  claimed_at: Date | string | null;
+  decided_at: Date | string | null;
   remaining: number | null;
   opens_in_ms: number | string | null;
 }
 
+/** The one call that decides a batch: set-based claim_batch, or claim_release_batch when it releases. */
+function batchCall(couponName: string, userIds: readonly string[], releases?: readonly boolean[]) {
+  const users = sql.param(userIds);
+  if (!releases?.includes(true))
+    return sql`select outcome, claimed_at as decided_at, remaining, opens_in_ms
+      from claim_batch(${couponName}, ${users}::text[])`;
+  // As text: postgres.js sends a JS array of booleans as one boolean, which no cast turns into an array.
+  const flags = sql.param(releases.map((release) => (release ? "t" : "f")));
+  return sql`select outcome, decided_at, remaining, opens_in_ms
+    from claim_release_batch(${couponName}, ${flags}::text[]::boolean[], ${users}::text[])`;
+}
+
 /**
- * Decides claims by `userIds` (arrival order, duplicates allowed) on one coupon, atomically. A unique
- * violation could only come from something that bypassed the lock; the batch is then decided one claim
- * per call, where the violation itself is the answer (already claimed).
+ * Decides requests by `userIds` on one coupon (arrival order, the same user any number of times): a
+ * claim each, or the release of that user's claim where `releases` says true. Atomic, and exactly as
+ * if applied one by one in that order. A unique violation could only come from something that
+ * bypassed the lock; the batch is then decided one request per call, where the violation itself is
+ * the answer (already claimed).
  */
-export async function decideClaims(db: Database, couponName: string, userIds: string[]): Promise<BatchResult> {
+export async function decideClaims(
+  db: Database,
+  couponName: string,
+  userIds: readonly string[],
+  releases?: readonly boolean[],
+): Promise<BatchResult> {
   try {
-    const rows = await queryRows<DecisionRow>(
-      db,
-      sql`select outcome, claimed_at, remaining, opens_in_ms
-        from claim_batch(${couponName}, ${sql.param(userIds)}::text[])`,
-    );
+    const rows = await queryRows<DecisionRow>(db, batchCall(couponName, userIds, releases));
+    // claim_release_batch gives each row the stock after it; claim_batch the stock after the whole
+    // batch. Claims only take stock, so counting the wins back from the end gives the same per row.
+    const perRow = releases?.includes(true) === true;
+    let after = (rows.at(-1)?.remaining ?? 0) + rows.filter((row) => row.outcome === "created").length;
     return {
       decisions: rows.map((row) => ({
         outcome: row.outcome,
-        ...(row.claimed_at ? { claimedAt: new Date(row.claimed_at) } : {}),
+        remaining: perRow || row.remaining === null ? row.remaining : row.outcome === "created" ? --after : after,
+        ...(row.decided_at ? { decidedAt: new Date(row.decided_at) } : {}),
         ...(row.opens_in_ms !== null ? { opensInMs: Number(row.opens_in_ms) } : {}),
       })),
-      remaining: rows[0]?.remaining ?? null,
+      remaining: rows.at(-1)?.remaining ?? null,
     };
   } catch (error) {
     if (pgErrorCode(error) !== UNIQUE_VIOLATION) throw error;
-    if (userIds.length === 1) return { decisions: [{ outcome: "already_claimed" }], remaining: null };
+    if (userIds.length === 1) return { decisions: [{ outcome: "already_claimed", remaining: null }], remaining: null };
     const decisions: ClaimDecision[] = [];
     let remaining: number | null = null;
-    for (const userId of userIds) {
-      const single = await decideClaims(db, couponName, [userId]);
+    for (const [i, userId] of userIds.entries()) {
+      const single = await decideClaims(db, couponName, [userId], releases && [releases[i] === true]);
       decisions.push(...single.decisions);
       remaining = single.remaining ?? remaining;
     }

@@ -10,10 +10,14 @@ import { type ClaimDecision, decideClaims } from "./claim-sql";
 import { createGroupCommit } from "./group-commit";
 import { type ClaimOutcome, claimOutcomes, closedOutcomes } from "./outcomes";
 
-/** One claim as the route hands it over: what is asked, and by when it must be answered. */
+/**
+ * One claim (or, with `release`, the release of one) as the route hands it over: what is asked, and
+ * by when it must be answered. Claims and releases on a coupon share its queue and its batches.
+ */
 export interface ClaimRequest {
   coupon: string;
   user: string;
+  release?: boolean;
   /** Epoch milliseconds at arrival; `deadline` is derived from it once, and every wait honours it. */
   arrivedAt: number;
   deadline: number;
@@ -21,8 +25,10 @@ export interface ClaimRequest {
 
 export interface ClaimResult {
   outcome: ClaimOutcome;
-  /** Set when outcome is "created". */
-  claimedAt?: Date;
+  /** Set when outcome is "created" (the claim's instant) or "released" (the release's). */
+  decidedAt?: Date;
+  /** The coupon's stock right after this request, when the database decided it. */
+  remaining?: number | null;
   /** Seconds to wait before retrying, when the outcome's own Retry-After does not say (sale_not_started). */
   retryAfter?: number;
 }
@@ -64,9 +70,14 @@ export interface Claimer {
   readonly pending: number;
 }
 
-/** A request arriving now (or at `arrivedAt`) with the configured deadline. */
+/** A claim arriving now (or at `arrivedAt`) with the configured deadline. */
 export function claimRequest(coupon: string, user: string, timeoutMs: number, arrivedAt = Date.now()): ClaimRequest {
   return { coupon, user, arrivedAt, deadline: arrivedAt + timeoutMs };
+}
+
+/** The release of `user`'s claim on `coupon`, arriving now, with the configured deadline. */
+export function releaseRequest(coupon: string, user: string, timeoutMs: number, arrivedAt = Date.now()): ClaimRequest {
+  return { coupon, user, release: true, arrivedAt, deadline: arrivedAt + timeoutMs };
 }
 
 // Shared, frozen results: a flood answered from memory allocates nothing per claim here.
@@ -77,8 +88,8 @@ const results = Object.fromEntries(claimOutcomes.map((outcome) => [outcome, Obje
 
 /** A decision as a result; the seconds to an opening become Retry-After (at least 1). */
 function toResult(decision: ClaimDecision): ClaimResult {
-  if (decision.opensInMs === undefined) return decision;
-  return { outcome: decision.outcome, retryAfter: Math.max(1, Math.ceil(decision.opensInMs / 1000)) };
+  if (decision.opensInMs === undefined) return decision; // as is: no allocation per claim
+  return { ...decision, retryAfter: Math.max(1, Math.ceil(decision.opensInMs / 1000)) };
 }
 
 /** Creates the claim path of one process; wire one per app. */
@@ -99,7 +110,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
   options.feed.subscribe({
     change(coupon) {
       answers.invalidate(coupon);
-      answers.learn(coupon);
+      void answers.learn(coupon);
     },
     lost: answers.clear,
   });
@@ -107,12 +118,15 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
     ...options,
     async decide(coupon, requests) {
       stats.batches++;
-      const batch = await decide(
-        db,
-        coupon,
-        requests.map((request) => request.user),
-      );
-      if (batch.remaining === 0 || batch.decisions.some((d) => closedOutcomes.has(d.outcome))) answers.learn(coupon);
+      const users = requests.map((request) => request.user);
+      const releases = requests.some((request) => request.release)
+        ? requests.map((request) => request.release === true)
+        : undefined;
+      const batch = await decide(db, coupon, users, releases);
+      // A release gives stock back: forget at once here (the batch announced it to the other replicas).
+      if (batch.decisions.some((d) => d.outcome === "released")) answers.invalidate(coupon);
+      else if (batch.remaining === 0 || batch.decisions.some((d) => closedOutcomes.has(d.outcome)))
+        void answers.learn(coupon);
       return batch.decisions.map(toResult);
     },
     onTrouble({ key, size, error, lateMs }) {
@@ -149,7 +163,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
 
   return {
     claimCoupon(request) {
-      const known = answers.answer(request.coupon, request.user);
+      const known = request.release ? undefined : answers.answer(request.coupon, request.user);
       if (known) {
         stats.fromMemory++;
         return Promise.resolve(known.retryAfter === undefined ? results[known.outcome] : known);

@@ -3,7 +3,7 @@
 import type { DocumentDecoration } from "elysia";
 import { MAX_BODY_BYTES } from "../http/body";
 import { commonProblems, documentedResponses } from "../http/problems";
-import { ClaimCreated, CouponCreated, CouponDetails, CouponPage, CouponSummary } from "./model";
+import { ClaimCreated, ClaimReleased, CouponCreated, CouponDetails, CouponPage, CouponSummary } from "./model";
 import { codesWithStatus, rejectionsWithStatus } from "./outcomes";
 
 /** What either POST may answer about its body, and the generic 500. */
@@ -166,6 +166,38 @@ export const claimDocs: DocumentDecoration = {
     503: {
       description: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503)}); safe to retry`,
       problems: { ...rejectionsWithStatus(503), bodiesInFlight: commonProblems.bodiesInFlight },
+    },
+  }),
+};
+
+/** DELETE /api/coupons/{name}/claims/{user_id}. */
+export const releaseDocs: DocumentDecoration = {
+  summary: "Release a user's claim back to stock",
+  description: [
+    "Deletes the claim, gives its unit back to stock (whatever the sale's state) and lets the user claim again; a new claim goes to the end of `claimed_by`. The release is kept in the `claim_releases` table. Behind ADMIN_TOKEN like creating.",
+    "Decided in the coupon's queue and under its lock like the claims that arrived around it, in arrival order; announced to every replica in the same transaction, so none keeps answering SOLD_OUT from memory past the propagation time the README states.",
+  ].join("\n\n"),
+  security: [{}, { adminToken: [] }],
+  responses: documentedResponses("/api/coupons/BLACK_FRIDAY/claims/user-42", {
+    200: { description: "Released", schema: ClaimReleased },
+    400: {
+      description: "Invalid name, user id or percent-encoding (VALIDATION_FAILED)",
+      problems: {
+        percentEncoding: {
+          code: "VALIDATION_FAILED",
+          detail: "path: invalid percent-encoding (expected UTF-8, e.g. %C3%A9).",
+        },
+      },
+    },
+    ...adminProblems("Changing"),
+    404: {
+      description: `No such coupon, or the user holds no claim on it (${codesWithStatus(404, "release")})`,
+      problems: rejectionsWithStatus(404, "release"),
+    },
+    500: { description: "Unexpected failure (INTERNAL_ERROR)", problems: { internal: commonProblems.internal } },
+    503: {
+      description: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503, "release")}); safe to retry`,
+      problems: rejectionsWithStatus(503, "release"),
     },
   }),
 };

@@ -133,6 +133,26 @@ export const CouponDetails = t.Object(
 );
 
 export const CouponParams = t.Object({ name: CouponName });
+export const ClaimParams = t.Object({ name: CouponName, user_id: UserId });
+
+export const ClaimReleased = t.Object(
+  {
+    coupon_name: t.String(),
+    user_id: t.String(),
+    released_at: t.String({ format: "date-time" }),
+    remaining_amount: Type.Integer({ description: "The coupon's stock right after this release" }),
+  },
+  {
+    examples: [
+      {
+        coupon_name: "BLACK_FRIDAY",
+        user_id: "user-42",
+        released_at: "2026-11-27T09:05:00.000Z",
+        remaining_amount: 1,
+      },
+    ],
+  },
+);
 
 export type CouponDetails = typeof CouponDetails.static;
 export type CouponCreated = typeof CouponCreated.static;

@@ -19,6 +19,8 @@ const rejections = {
   sale_ended: { code: "SALE_ENDED", detail: "The sale has ended." },
   sold_out: { code: "SOLD_OUT", detail: "No stock left." },
   not_found: { code: "COUPON_NOT_FOUND", detail: "No such coupon." },
+  // A release of a claim the user does not hold.
+  claim_not_found: { code: "CLAIM_NOT_FOUND", detail: "This user holds no claim on this coupon." },
   // Refused before anything was applied.
   overloaded: { code: "SERVICE_UNAVAILABLE", detail: "Too many claims are waiting; retry shortly.", retryAfter: 1 },
   expired: {
@@ -38,10 +40,12 @@ const rejections = {
 export type ClaimRejection = keyof typeof rejections;
 /** Every outcome but `created` is answered as a problem with this code and detail. */
 export const claimRejections: Readonly<Record<ClaimRejection, Rejection>> = rejections;
-export type ClaimOutcome = "created" | ClaimRejection;
+export type ClaimOutcome = "created" | "released" | ClaimRejection;
 /** The outcomes the claim statement itself returns. */
 export type DecidedOutcome =
   | "created"
+  | "released"
+  | "claim_not_found"
   | "already_claimed"
   | "sold_out"
   | "sale_paused"
@@ -59,18 +63,35 @@ export const closedOutcomes: ReadonlySet<ClaimOutcome> = new Set([
 
 export const claimOutcomes: readonly ClaimOutcome[] = [
   "created",
+  "released",
   ...(Object.keys(claimRejections) as ClaimRejection[]),
 ];
 
-/** The rejections answered with `status`, by outcome: the API documentation's examples. */
-export function rejectionsWithStatus(status: number): Partial<Record<ClaimRejection, Rejection>> {
+/** The rejections only a release can get, and those only a claim can. */
+const releaseOnly: ReadonlySet<ClaimRejection> = new Set(["claim_not_found"]);
+const claimOnly: ReadonlySet<ClaimRejection> = new Set([
+  "already_claimed",
+  "sale_paused",
+  "sale_not_started",
+  "sale_ended",
+  "sold_out",
+]);
+
+/** The rejections a claim (or a release) answers with `status`, by outcome: the API documentation's examples. */
+export function rejectionsWithStatus(
+  status: number,
+  of: "claim" | "release" = "claim",
+): Partial<Record<ClaimRejection, Rejection>> {
+  const excluded = of === "claim" ? releaseOnly : claimOnly;
   return Object.fromEntries(
-    Object.entries(claimRejections).filter(([, rejection]) => errorStatus[rejection.code] === status),
+    Object.entries(claimRejections).filter(
+      ([outcome, rejection]) => errorStatus[rejection.code] === status && !excluded.has(outcome as ClaimRejection),
+    ),
   );
 }
 
 /** "ALREADY_CLAIMED or SOLD_OUT": the codes answered with `status`, for the API documentation. */
-export function codesWithStatus(status: number): string {
-  const codes = new Set(Object.values(rejectionsWithStatus(status)).map((rejection) => rejection.code));
+export function codesWithStatus(status: number, of: "claim" | "release" = "claim"): string {
+  const codes = new Set(Object.values(rejectionsWithStatus(status, of)).map((rejection) => rejection.code));
   return [...codes].join(" or ");
 }

@@ -29,6 +29,7 @@ interface HeadRow extends SaleColumns {
   amount: number;
   remaining_amount: number;
   last_id: string | null;
+  last_release_id: string | null;
   claimed_by: string[] | string | null;
 }
 
@@ -52,6 +53,7 @@ export async function readCoupon(
       db,
       sql`select c.name, c.amount, c.remaining_amount, c.starts_at, c.ends_at, c.active,
         (select max(id)::text from claims where coupon_name = c.name) as last_id,
+        (select max(id)::text from claim_releases where coupon_name = c.name) as last_release_id,
         case when c.amount - c.remaining_amount <= ${pageSize} then (
           select coalesce(json_agg(s.user_id order by s.id), '[]'::json) from (
             select user_id, id from claims where coupon_name = c.name order by id limit ${pageSize + 1}) s)
@@ -61,7 +63,7 @@ export async function readCoupon(
     left(),
   );
   if (!head) throw new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(name)}.`);
-  const { amount, remaining_amount, last_id } = head;
+  const { amount, remaining_amount, last_id, last_release_id } = head;
   // The drivers differ: json may come back parsed or as text.
   const claimers: string[] | null = typeof head.claimed_by === "string" ? JSON.parse(head.claimed_by) : head.claimed_by;
   const coupon = { name: head.name, amount, remaining_amount, ...saleFields(head) };
@@ -75,7 +77,8 @@ export async function readCoupon(
     release();
     abort.abort(busy("The coupon could not be read in time."));
   }, budget);
-  const pages = claimerPages(db, name, last_id ?? "0", amount - remaining_amount, pageSize, streamDeadline);
+  const snapshot = { lastId: last_id ?? "0", lastReleaseId: last_release_id ?? "0" };
+  const pages = claimerPages(db, name, snapshot, amount - remaining_amount, pageSize, streamDeadline);
   async function* guarded() {
     try {
       yield* pages;
@@ -87,17 +90,24 @@ export async function readCoupon(
   return { ...coupon, claimed_by: { signal: abort.signal, [Symbol.asyncIterator]: guarded } };
 }
 
+/** What the head statement saw: the last claim id, and the last release id, of the coupon. */
+interface Snapshot {
+  lastId: string;
+  lastReleaseId: string;
+}
+
 /**
- * The claims of `name` up to `lastId`, in id order: exactly those of the snapshot that read `lastId`.
- * A claim is inserted under its coupon's advisory lock and committed before the lock is released
- * (claim_batch), so a claim committed later always has a larger id; claims are never deleted. If that
- * ever stops being true, the count check fails the read rather than answer claimers that disagree
- * with the stock.
+ * The claims of `name` as of the head statement's snapshot, in id order, read in pages after it.
+ * Claims and releases are written under the coupon's advisory lock and committed before it is
+ * released, so per coupon both ids grow in commit order: a claim the snapshot held has an id up to
+ * `lastId` and is either still in `claims` or was released since, which puts it in `claim_releases`
+ * with an id above `lastReleaseId` (a re-claim has a new id, above `lastId`). If that ever stops being
+ * true, the count check fails the read rather than answer claimers that disagree with the stock.
  */
 async function* claimerPages(
   db: Database,
   name: string,
-  lastId: string,
+  { lastId, lastReleaseId }: Snapshot,
   expected: number,
   pageSize: number,
   deadline: number,
@@ -110,9 +120,14 @@ async function* claimerPages(
     const rows = await withDeadline(
       queryRows<{ id: string; user_id: string }>(
         db,
-        sql`select id::text as id, user_id from claims
-          where coupon_name = ${name} and id > ${after}::bigint and id <= ${lastId}::bigint
-          order by claims.id limit ${pageSize}`,
+        sql`select s.id::text as id, s.user_id from (
+            select id, user_id from claims
+              where coupon_name = ${name} and id > ${after}::bigint and id <= ${lastId}::bigint
+            union all
+            select claim_id, user_id from claim_releases
+              where coupon_name = ${name} and id > ${lastReleaseId}::bigint
+                and claim_id > ${after}::bigint and claim_id <= ${lastId}::bigint
+          ) s order by s.id limit ${pageSize}`,
       ),
       left,
     );

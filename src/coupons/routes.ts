@@ -7,11 +7,11 @@ import { AppError, errorStatus, problemResponse } from "../errors";
 import { jsonAnswer } from "../http/json-stream";
 import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
-import { type Claimer, claimRequest } from "./claims";
+import { type Claimer, type ClaimResult, claimRequest, releaseRequest } from "./claims";
 import { createCoupon, listCoupons, updateCoupon } from "./coupons";
-import { claimDocs, createDocs, listDocs, readDocs, updateDocs } from "./docs";
-import { ClaimBody, CouponParams, CreateCouponBody, ListQuery, UpdateCouponBody } from "./model";
-import { claimRejections } from "./outcomes";
+import { claimDocs, createDocs, listDocs, readDocs, releaseDocs, updateDocs } from "./docs";
+import { ClaimBody, ClaimParams, CouponParams, CreateCouponBody, ListQuery, UpdateCouponBody } from "./model";
+import { type ClaimRejection, claimRejections } from "./outcomes";
 import { readCoupon } from "./read";
 import type { ReadSlots } from "./read-slots";
 import { parseChange, parseSchedule, refuseUnknownFields } from "./schedule";
@@ -47,6 +47,24 @@ function requireToken(authorization: string | undefined, token: string, action: 
   }
 }
 
+/**
+ * A claim's or release's expected refusal as its problem response: returned rather than thrown, with
+ * set.status too, so the request log sees it.
+ */
+function rejection(
+  result: ClaimResult,
+  set: { status?: number | string; headers: Record<string, string | number | undefined> },
+  path: string,
+): Response {
+  const { code, detail, retryAfter } = claimRejections[result.outcome as ClaimRejection];
+  set.status = errorStatus[code];
+  return problemResponse(code, detail, {
+    instance: path,
+    requestId: set.headers["x-request-id"] as string | undefined,
+    retryAfter: result.retryAfter ?? retryAfter,
+  });
+}
+
 /** The coupon API under /api/coupons. */
 export function couponRoutes(deps: CouponRoutesDeps) {
   const { db, claimer, metrics, adminToken, requestTimeoutMs, log } = deps;
@@ -75,21 +93,12 @@ export function couponRoutes(deps: CouponRoutesDeps) {
       async ({ body, set, path }) => {
         const result = await claimer.claimCoupon(claimRequest(body.coupon_name, body.user_id, requestTimeoutMs));
         metrics.claimOutcomes[result.outcome].inc();
-        if (result.outcome !== "created") {
-          // Expected answers, returned rather than thrown; set.status too, so the request log sees them.
-          const { code, detail, retryAfter } = claimRejections[result.outcome];
-          set.status = errorStatus[code];
-          return problemResponse(code, detail, {
-            instance: path,
-            requestId: set.headers["x-request-id"],
-            retryAfter: result.retryAfter ?? retryAfter,
-          });
-        }
+        if (result.outcome !== "created") return rejection(result, set, path);
         set.status = 201;
         return {
           user_id: body.user_id,
           coupon_name: body.coupon_name,
-          claimed_at: (result.claimedAt as Date).toISOString(),
+          claimed_at: (result.decidedAt as Date).toISOString(),
         };
       },
       {
@@ -118,6 +127,22 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         transform: ({ body }) => refuseUnknownFields(body),
         detail: updateDocs,
       },
+    )
+    .delete(
+      "/:name/claims/:user_id",
+      async ({ params, headers, set, path }) => {
+        if (adminToken) requireToken(headers.authorization, adminToken, "changing");
+        const result = await claimer.claimCoupon(releaseRequest(params.name, params.user_id, requestTimeoutMs));
+        metrics.claimOutcomes[result.outcome].inc();
+        if (result.outcome !== "released") return rejection(result, set, path);
+        return {
+          coupon_name: params.name,
+          user_id: params.user_id,
+          released_at: (result.decidedAt as Date).toISOString(),
+          remaining_amount: result.remaining as number,
+        };
+      },
+      { params: ClaimParams, detail: releaseDocs },
     )
     .get(
       "/:name",

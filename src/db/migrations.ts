@@ -4,6 +4,7 @@
 import m0000 from "../../drizzle/0000_init.sql" with { type: "text" };
 import m0001 from "../../drizzle/0001_claim_batch.sql" with { type: "text" };
 import m0002 from "../../drizzle/0002_sale_schedule.sql" with { type: "text" };
+import m0003 from "../../drizzle/0003_release.sql" with { type: "text" };
 import journal from "../../drizzle/meta/_journal.json";
 
 export const embeddedJournal = journal;
@@ -12,4 +13,5 @@ export const embeddedSql: Record<string, string> = {
   "0000_init": m0000,
   "0001_claim_batch": m0001,
   "0002_sale_schedule": m0002,
+  "0003_release": m0003,
 };

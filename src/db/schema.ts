@@ -41,3 +41,22 @@ export const claims = pgTable(
     index("claims_coupon_name_id_idx").on(table.couponName, table.id),
   ],
 );
+
+// Released claims, kept for operators, and so a coupon's claimers can be read as of one snapshot while
+// claims are released (coupons/read.ts): a release is inserted under the coupon's lock, so per coupon
+// its id grows in commit order. `claims` holds the current holders only.
+export const claimReleases = pgTable(
+  "claim_releases",
+  {
+    id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+    // The released row's claims.id: its place in claim order.
+    claimId: bigint("claim_id", { mode: "number" }).notNull(),
+    userId: text("user_id").notNull(),
+    couponName: text("coupon_name")
+      .notNull()
+      .references(() => coupons.name),
+    claimedAt: timestamp("claimed_at", { withTimezone: true }).notNull(),
+    releasedAt: timestamp("released_at", { withTimezone: true }).notNull(),
+  },
+  (table) => [index("claim_releases_coupon_name_id_idx").on(table.couponName, table.id)],
+);

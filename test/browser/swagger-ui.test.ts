@@ -89,6 +89,7 @@ describe.skipIf(!runs)("Swagger UI at /docs, in Chromium", () => {
       "/api/coupons/claim",
       "/api/coupons/{name}",
       "/api/coupons/{name}",
+      "/api/coupons/{name}/claims/{user_id}",
       "/health/live",
       "/health/ready",
     ]);
@@ -147,6 +148,15 @@ describe.skipIf(!runs)("Swagger UI at /docs, in Chromium", () => {
     await body.fill(JSON.stringify({ user_id: "user-43", coupon_name: "BLACK_FRIDAY" }));
     const answer = await execute(claim);
     expect([answer.status, answer.body.code]).toEqual([409, "SALE_PAUSED"]);
+  }, 30_000);
+
+  it("releases the example user's claim, even while paused: 200 with the unit back", async () => {
+    const release = await tryItOut("deleteApiCouponsByNameClaimsByUser_id");
+    await release.locator('input[placeholder="name"]').fill("BLACK_FRIDAY");
+    await release.locator('input[placeholder="user_id"]').fill("user-42");
+    const answer = await execute(release);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ coupon_name: "BLACK_FRIDAY", user_id: "user-42", remaining_amount: 100 });
   }, 30_000);
 
   it("sent nothing anywhere but the service", () => {

@@ -30,8 +30,6 @@ const answersWith = (maxBytes: number, maxClaimers = 1000, feed: TestFeed = test
     log: createLogger("silent"),
   });
 
-/** Waits until the background load of `name` has settled one way or the other. */
-const loaded = () => Bun.sleep(100);
 const outcome = (answer: { outcome: string } | undefined) => answer?.outcome;
 
 describe("createAnswers", () => {
@@ -39,9 +37,9 @@ describe("createAnswers", () => {
     await soldOutCoupon("seen", ["a", "b"]);
     const answers = answersWith(1024 * 1024);
     expect(answers.answer("seen", "a")).toBeUndefined();
-    answers.learn("seen");
+    const learning = answers.learn("seen");
     expect(answers.answer("seen", "a")).toBeUndefined(); // still loading: the database decides
-    await loaded();
+    await learning;
     expect([outcome(answers.answer("seen", "a")), outcome(answers.answer("seen", "zed"))]).toEqual([
       "already_claimed",
       "sold_out",
@@ -54,8 +52,7 @@ describe("createAnswers", () => {
   it("learns nothing of a coupon on which a claim can still win", async () => {
     await createCoupon(database.handle.db, "open", 5);
     const answers = answersWith(1024 * 1024);
-    answers.learn("open");
-    await loaded();
+    await answers.learn("open");
     expect(answers.answer("open", "anyone")).toBeUndefined();
   });
 
@@ -67,8 +64,7 @@ describe("createAnswers", () => {
     await createCoupon(db, "ended", 5, { endsAt: new Date(Date.now() - 1000) });
     await createCoupon(db, "later", 5, { startsAt: new Date(Date.now() + 30_000) });
     const answers = answersWith(1024 * 1024);
-    for (const name of ["paused", "ended", "later"]) answers.learn(name);
-    await loaded();
+    await Promise.all(["paused", "ended", "later"].map((name) => answers.learn(name)));
     expect(outcome(answers.answer("paused", "holder"))).toBe("already_claimed"); // holders first, as in SQL
     expect(outcome(answers.answer("paused", "other"))).toBe("sale_paused");
     expect(outcome(answers.answer("ended", "other"))).toBe("sale_ended");
@@ -84,11 +80,10 @@ describe("createAnswers", () => {
     // This replica's clock runs 10 s slow; the measured offset corrects it: 5 s ahead is outside a 1 s margin.
     const slow = testFeed({ now: () => Date.now() - 10_000, clock: { offsetMs: 10_000, uncertaintyMs: 0 } });
     const corrected = answersWith(1024 * 1024, 1000, slow);
-    corrected.learn("soon");
+    await corrected.learn("soon");
     // A 6 s margin covers the opening: the database decides every claim until it has passed.
     const wide = answersWith(1024 * 1024, 1000, testFeed(), 6000);
-    wide.learn("soon");
-    await loaded();
+    await wide.learn("soon");
     expect(outcome(corrected.answer("soon", "u"))).toBe("sale_not_started");
     expect(wide.answer("soon", "u")).toBeUndefined();
   });
@@ -98,26 +93,23 @@ describe("createAnswers", () => {
     const feed = testFeed();
     const answers = answersWith(1024 * 1024, 1000, feed);
     feed.subscribe({ change: answers.invalidate, lost: answers.clear });
-    answers.learn("feedless");
-    await loaded();
+    await answers.learn("feedless");
     expect(outcome(answers.answer("feedless", "b"))).toBe("sold_out");
     feed.setLive(false);
     expect(answers.answer("feedless", "b")).toBeUndefined();
-    answers.learn("feedless"); // refused while lost
-    await loaded();
+    await answers.learn("feedless"); // refused while lost
     feed.setLive(true);
     expect(answers.answer("feedless", "b")).toBeUndefined();
-    answers.learn("feedless");
-    await loaded();
+    await answers.learn("feedless");
     expect(outcome(answers.answer("feedless", "b"))).toBe("sold_out");
   });
 
   it("discards a load that an invalidation overtook", async () => {
     await soldOutCoupon("overtaken", ["a"]);
     const answers = answersWith(1024 * 1024);
-    answers.learn("overtaken");
+    const learning = answers.learn("overtaken");
     answers.invalidate("overtaken"); // the change arrived while the snapshot was on its way
-    await loaded();
+    await learning;
     expect(answers.answer("overtaken", "b")).toBeUndefined();
   });
 
@@ -127,11 +119,9 @@ describe("createAnswers", () => {
     await soldOutCoupon("newer", users("n"));
     // Room for one coupon of 50 short ids (~100 bytes each), not two.
     const answers = answersWith(8000);
-    answers.learn("older");
-    await loaded();
+    await answers.learn("older");
     expect(outcome(answers.answer("older", "o-1"))).toBe("already_claimed");
-    answers.learn("newer");
-    await loaded();
+    await answers.learn("newer");
     expect(outcome(answers.answer("newer", "n-1"))).toBe("already_claimed");
     expect(answers.answer("older", "o-1")).toBeUndefined();
     expect(answers.bytes).toBeGreaterThan(0);
@@ -144,13 +134,11 @@ describe("createAnswers", () => {
       Array.from({ length: 200 }, (_, i) => `h-${i}`),
     );
     const tight = answersWith(1000);
-    tight.learn("huge");
-    await loaded();
+    await tight.learn("huge");
     expect(tight.answer("huge", "h-1")).toBeUndefined();
     expect(tight.bytes).toBe(0);
     const few = answersWith(1024 * 1024, 10);
-    few.learn("huge");
-    await loaded();
+    await few.learn("huge");
     expect(few.answer("huge", "nobody")).toBeUndefined();
   });
 });

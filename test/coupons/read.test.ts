@@ -1,11 +1,14 @@
 // Reading a coupon: the exact bytes of today's answer for small and big coupons, one snapshot of stock
-// and claimers even when the claimers are paged, and a bound on the paged reads that run at once.
+// and claimers even when the claimers are paged (while claims are made, released and re-claimed), and a
+// bound on the paged reads that run at once.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { sql } from "drizzle-orm";
+import { decideClaims } from "../../src/coupons/claim-sql";
 import { createCoupon } from "../../src/coupons/coupons";
 import { type ClaimerPages, type CouponRead, readCoupon } from "../../src/coupons/read";
 import { createReadSlots } from "../../src/coupons/read-slots";
 import { type Database, openPglite } from "../../src/db/client";
+import { queryRows } from "../../src/db/rows";
 import { AppError } from "../../src/errors";
 import { jsonAnswer } from "../../src/http/json-stream";
 import { buildApp } from "../support/app";
@@ -264,4 +267,139 @@ describe("paged reads at once", () => {
     expect(served.status).toBe(200);
     expect(served.body.claimed_by).toEqual(userIds(3_000));
   });
+});
+
+/** A coupon's stock and holders in claim order, read in one statement: the state at one instant. */
+async function holdersNow(db: Database, name: string): Promise<{ remaining: number; holders: string[] }> {
+  const [row] = await queryRows<{ remaining: number; holders: string[] | string }>(
+    db,
+    sql`select c.remaining_amount as remaining,
+      (select coalesce(json_agg(user_id order by id), '[]'::json) from claims where coupon_name = c.name) as holders
+    from coupons c where c.name = ${name}`,
+  );
+  const holders = row?.holders ?? [];
+  return { remaining: row?.remaining ?? -1, holders: typeof holders === "string" ? JSON.parse(holders) : holders };
+}
+
+/**
+ * One writer releasing and re-claiming on `name`, one mixed batch at a time, recording the state after
+ * each: every state the coupon was ever in, in order. `next()` resolves after the next batch (at once
+ * when the writer is done), so a reader can make sure a change happens between two of its pages.
+ */
+async function churn(db: Database, name: string, batches: number, floor: number) {
+  const states = [await holdersNow(db, name)];
+  let waiting: (() => void)[] = [];
+  let done = false;
+  let seed = 4242;
+  const random = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const run = async () => {
+    const released: string[] = [];
+    for (let batch = 0; batch < batches; batch++) {
+      const holders = [...(states.at(-1) as { holders: string[] }).holders];
+      const users: string[] = [];
+      const releases: boolean[] = [];
+      for (let i = 1 + random(6); i > 0; i--) {
+        const kind = random(5);
+        // Releases anywhere in the claim order (pages already read and pages not yet read), re-claims
+        // of released users (a new id, after the snapshot), newcomers, and a release of nothing.
+        if (kind <= 1 && holders.length > floor) {
+          users.push(holders.splice(random(holders.length), 1)[0] as string);
+          releases.push(true);
+        } else if (kind === 2 && released.length > 0) {
+          users.push(released.splice(random(released.length), 1)[0] as string);
+          releases.push(false);
+        } else if (kind === 3) {
+          users.push(`new-${batch}-${i}`);
+          releases.push(false);
+        } else {
+          users.push(`never-${i}`);
+          releases.push(true);
+        }
+      }
+      const { decisions } = await decideClaims(db, name, users, releases);
+      for (const [i, d] of decisions.entries()) if (d.outcome === "released") released.push(users[i] as string);
+      states.push(await holdersNow(db, name));
+      for (const wake of waiting) wake();
+      waiting = [];
+    }
+    done = true;
+    for (const wake of waiting) wake();
+  };
+  return {
+    states,
+    finished: run(),
+    get done() {
+      return done;
+    },
+    next: () => (done ? Promise.resolve() : new Promise<void>((resolve) => waiting.push(resolve))),
+  };
+}
+
+describe.each(drivers)("readCoupon on %s while claims are released and re-claimed", (_driver, open) => {
+  let db: Database;
+  let close: () => Promise<void>;
+  beforeAll(async () => {
+    ({ db, close } = await open());
+  });
+  afterAll(() => close());
+
+  it("answers every paged read as the holders of one instant, between its head's start and end", async () => {
+    const amount = 300;
+    await seed(db, "churned", amount, userIds(220));
+    const writer = await churn(db, "churned", 80, 150);
+    type Read = { from: number; to: number; end: number; claimers?: string[]; remaining?: number; error?: unknown };
+    const reads: Read[] = [];
+    /** Reads until the writer is done; `stepped` waits for a change between every two pages. */
+    const reader = async (stepped: boolean) => {
+      while (!writer.done) {
+        const read: Read = { from: writer.states.length - 1, to: 0, end: 0 };
+        reads.push(read);
+        try {
+          const answer = await readCoupon(db, "churned", soon(), { pageSize: 40 });
+          // The head may have seen a batch committed but not yet recorded: one more state is possible.
+          read.to = writer.states.length;
+          read.remaining = answer.remaining_amount;
+          const pages = (answer.claimed_by as ClaimerPages)[Symbol.asyncIterator]();
+          const claimers: string[] = [];
+          for (let page = await pages.next(); !page.done; page = await pages.next()) {
+            claimers.push(...page.value);
+            await (stepped ? writer.next() : Bun.sleep(Math.random() * 3));
+          }
+          read.claimers = claimers;
+        } catch (error) {
+          read.error = error;
+        }
+        read.end = writer.states.length - 1;
+      }
+    };
+    await Promise.all([reader(true), reader(true), reader(false), reader(false), writer.finished]);
+    const { states } = writer;
+    expect(states).toHaveLength(81);
+    let changedDuring = 0;
+    for (const read of reads) {
+      if (read.error !== undefined) {
+        // The only documented failure of a read is running out of time (503), never a count mismatch.
+        expect(String(read.error)).not.toContain("claimers read, the stock says");
+        expect((read.error as AppError).code).toBe("SERVICE_UNAVAILABLE");
+        continue;
+      }
+      const claimers = read.claimers as string[];
+      expect(claimers).toHaveLength(amount - (read.remaining as number));
+      const candidates = states.slice(read.from, Math.min(read.to, states.length - 1) + 1);
+      const match = candidates.find((s) => s.remaining === read.remaining && Bun.deepEquals(s.holders, claimers));
+      // On a mismatch, show the diff against the state at the read's start.
+      expect(match ?? { remaining: read.remaining, holders: claimers }).toEqual(
+        match ?? (candidates[0] as (typeof states)[0]),
+      );
+      if (!Bun.deepEquals(claimers, states[read.end]?.holders)) changedDuring++;
+    }
+    // The writer really changed the coupon while reads were in their pages.
+    expect(reads.filter((read) => read.claimers).length).toBeGreaterThan(4);
+    expect(changedDuring).toBeGreaterThan(0);
+    const last = states.at(-1) as (typeof states)[0];
+    expect(await allClaimers(await readCoupon(db, "churned", soon(), { pageSize: 40 }))).toEqual(last.holders);
+  }, 60_000);
 });

@@ -261,15 +261,26 @@ describe("GET /docs/json", () => {
       "ALREADY_CLAIMED or SALE_PAUSED or SALE_NOT_STARTED or SALE_ENDED or SOLD_OUT, checked in that order",
     );
     expect(Object.keys(examples(404))).toEqual(["not_found"]);
+    const release = doc.paths["/api/coupons/{name}/claims/{user_id}"].delete.responses;
+    expect(Object.keys(release[404].content["application/problem+json"].examples)).toEqual([
+      "not_found",
+      "claim_not_found",
+    ]);
+    expect(Object.keys(release).filter((status) => status === "409")).toEqual([]); // a release is never refused for the sale
     for (const [outcome, rejection] of Object.entries(claimRejections)) {
-      const value = examples(errorStatus[rejection.code])[outcome].value;
+      const statuses = outcome === "claim_not_found" ? release : responses;
+      const value = statuses[errorStatus[rejection.code]].content["application/problem+json"].examples[outcome].value;
       expect({ code: value.code, detail: value.detail }).toEqual({ code: rejection.code, detail: rejection.detail });
     }
   });
 
-  it("offers the bearer scheme on create and on PATCH only, where it is needed when ADMIN_TOKEN is set", () => {
+  it("offers the bearer scheme on create, PATCH and release only, where it is needed when ADMIN_TOKEN is set", () => {
     expect(doc.components.securitySchemes.adminToken).toMatchObject({ type: "http", scheme: "bearer" });
-    const guardedRoutes = ["post /api/coupons", "patch /api/coupons/{name}"];
+    const guardedRoutes = [
+      "post /api/coupons",
+      "patch /api/coupons/{name}",
+      "delete /api/coupons/{name}/claims/{user_id}",
+    ];
     for (const { path, method, operation } of operations(doc)) {
       const behindToken = guardedRoutes.includes(`${method} ${path}`);
       expect(operation.security, `${method} ${path}`).toEqual(behindToken ? [{}, { adminToken: [] }] : []);
@@ -314,6 +325,8 @@ describe("the documented examples", () => {
     // Before BLACK_FRIDAY exists.
     "get /api/coupons/{name} 404 COUPON_NOT_FOUND": () => api.getCoupon("BLACK_FRIDAY"),
     "patch /api/coupons/{name} 404 COUPON_NOT_FOUND": () => patch(api, "BLACK_FRIDAY", { active: false }),
+    "delete /api/coupons/{name}/claims/{user_id} 404 not_found": () =>
+      api.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42"),
     "get /api/coupons/{name} 400 percentEncoding": () => api.get("/api/coupons/%FF"),
     "get /api/coupons 400 limit": () => api.get("/api/coupons?limit=101"),
     "post /api/coupons 400 amount": () => api.post("/api/coupons", { name: "TEN", amount: "10" }),
@@ -326,6 +339,9 @@ describe("the documented examples", () => {
       await api.createCoupon("BLACK_FRIDAY", 1);
       return api.createCoupon("BLACK_FRIDAY", 1);
     },
+    // BLACK_FRIDAY exists, and user-42 holds no claim on it yet.
+    "delete /api/coupons/{name}/claims/{user_id} 404 claim_not_found": () =>
+      api.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42"),
     "post /api/coupons 413 tooLarge": () => api.call("POST", "/api/coupons", { body: big, headers: json }),
     "post /api/coupons 415 notJson": () =>
       api.call("POST", "/api/coupons", { body: "{}", headers: { "content-type": "text/plain" } }),
@@ -364,6 +380,14 @@ describe("the documented examples", () => {
     "patch /api/coupons/{name} 413 tooLarge": () =>
       api.call("PATCH", "/api/coupons/BLACK_FRIDAY", { body: big, headers: json }),
     "patch /api/coupons/{name} 415 notJson": () => api.call("PATCH", "/api/coupons/BLACK_FRIDAY", { body: "{}" }),
+    "delete /api/coupons/{name}/claims/{user_id} 400 percentEncoding": () =>
+      api.call("DELETE", "/api/coupons/%FF/claims/user-42"),
+    "delete /api/coupons/{name}/claims/{user_id} 401 UNAUTHORIZED": () =>
+      guarded.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42"),
+    "delete /api/coupons/{name}/claims/{user_id} 403 FORBIDDEN": () =>
+      guarded.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42", {
+        headers: { authorization: "Bearer wrong" },
+      }),
   };
 
   it("are byte for byte what the service answers (but the request id, and the path where it must differ)", async () => {
@@ -375,7 +399,8 @@ describe("the documented examples", () => {
       expect(res.headers.get("content-type"), key).toBe("application/problem+json");
       expect(res.headers.get("x-request-id"), key).toBe(res.body.request_id);
       const { request_id: _, ...expected } = example.value;
-      if (key.includes("percentEncoding")) expected.instance = "/api/coupons/%FF";
+      // The path sent carries the invalid encoding in place of the example's name.
+      if (key.includes("percentEncoding")) expected.instance = expected.instance.replace("BLACK_FRIDAY", "%FF");
       const { request_id: __, ...answered } = res.body;
       expect(JSON.stringify(answered), key).toBe(JSON.stringify(expected));
     }

@@ -1,5 +1,7 @@
 // The claim rules applied one claim at a time: the reference that batches and races are compared to.
-import type { DecidedOutcome as ClaimOutcome } from "../../src/coupons/outcomes";
+import type { DecidedOutcome } from "../../src/coupons/outcomes";
+
+type ClaimOutcome = Exclude<DecidedOutcome, "released" | "claim_not_found">;
 
 export interface ModelCoupon {
   remaining: number;
@@ -25,4 +27,12 @@ export function modelClaim(coupon: ModelCoupon | undefined, userId: string, now 
   coupon.remaining--;
   coupon.holders.add(userId);
   return "created";
+}
+
+/** Releases `userId`'s claim on `coupon` like the service must: the unit goes back to stock. */
+export function modelRelease(coupon: ModelCoupon | undefined, userId: string): DecidedOutcome {
+  if (!coupon) return "not_found";
+  if (!coupon.holders.delete(userId)) return "claim_not_found";
+  coupon.remaining++;
+  return "released";
 }
