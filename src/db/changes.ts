@@ -69,6 +69,27 @@ function feedState(now: () => number) {
       state.live = up;
       if (!up) for (const listener of listeners) listener.lost();
     },
+    /** Reads the database's clock (epoch ms) with `read` and keeps the offset to this process's. */
+    async readClock(read: () => Promise<number>) {
+      const before = state.now();
+      const databaseMs = await read();
+      const after = state.now();
+      state.clock = { offsetMs: databaseMs - (before + after) / 2, uncertaintyMs: (after - before) / 2 };
+    },
+    /** The ChangeFeed that reports this state; `close` stops whatever feeds it. */
+    feed(close: () => Promise<void>): ChangeFeed {
+      return {
+        get live() {
+          return state.live;
+        },
+        get clock() {
+          return state.clock;
+        },
+        now: state.now,
+        subscribe: state.subscribe,
+        close,
+      };
+    },
   };
   return state;
 }
@@ -96,15 +117,15 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
       };
     });
 
-  async function readClock(client: postgres.Sql): Promise<void> {
-    const before = state.now();
-    const [row] = await withDeadline(
-      client`select ${1}::int as n, extract(epoch from clock_timestamp()) * 1000 as db_ms`,
-      timeoutMs,
-    );
-    const after = state.now();
-    state.clock = { offsetMs: Number(row?.db_ms) - (before + after) / 2, uncertaintyMs: (after - before) / 2 };
-  }
+  const readClock = (client: postgres.Sql) =>
+    state.readClock(async () => {
+      // With a parameter, like every statement outside a transaction (db/client.ts, ping).
+      const [row] = await withDeadline(
+        client`select ${1}::int as n, extract(epoch from clock_timestamp()) * 1000 as db_ms`,
+        timeoutMs,
+      );
+      return Number(row?.db_ms);
+    });
 
   // A probe's payload starts with a control character, which no coupon name may contain.
   let awaited: { payload: string; heard: () => void } | undefined;
@@ -179,47 +200,23 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
   }
   void run();
 
-  return {
-    get live() {
-      return state.live;
-    },
-    get clock() {
-      return state.clock;
-    },
-    now: state.now,
-    subscribe: state.subscribe,
-    async close() {
-      closed = true;
-      state.setLive(false);
-      wake();
-      await current?.end({ timeout: 0 }).catch(() => {});
-    },
-  };
+  return state.feed(async () => {
+    closed = true;
+    state.setLive(false);
+    wake();
+    await current?.end({ timeout: 0 }).catch(() => {});
+  });
 }
 
 /** Listens in the embedded database: same process, same clock, a connection that cannot drop. */
 export async function listenPglite(client: PGlite, options: Pick<FeedOptions, "now"> = {}): Promise<ChangeFeed> {
   const state = feedState(options.now ?? Date.now);
   const unlisten = await client.listen(CHANGES_CHANNEL, (payload) => state.change(payload));
-  const before = state.now();
-  const { rows } = await client.query<{ db_ms: number }>(
-    "select extract(epoch from clock_timestamp()) * 1000 as db_ms",
-  );
-  const after = state.now();
-  state.clock = { offsetMs: Number(rows[0]?.db_ms) - (before + after) / 2, uncertaintyMs: (after - before) / 2 };
+  const clockSql = "select extract(epoch from clock_timestamp()) * 1000 as db_ms";
+  await state.readClock(async () => Number((await client.query<{ db_ms: number }>(clockSql)).rows[0]?.db_ms));
   state.setLive(true);
-  return {
-    get live() {
-      return state.live;
-    },
-    get clock() {
-      return state.clock;
-    },
-    now: state.now,
-    subscribe: state.subscribe,
-    async close() {
-      state.setLive(false);
-      await unlisten().catch(() => {});
-    },
-  };
+  return state.feed(async () => {
+    state.setLive(false);
+    await unlisten().catch(() => {});
+  });
 }

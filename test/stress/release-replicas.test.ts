@@ -2,65 +2,21 @@
 // cancellations stays exact, and a unit given back on one replica stops every other replica from
 // answering SOLD_OUT from memory within the propagation bound, or at once while its feed is down.
 // C listens through a fault proxy, so its feed can be cut.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import { loadConfig } from "../../src/config";
-import type { ChangeFeed } from "../../src/db/changes";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
-import { createLogger } from "../../src/log";
-import { buildApp, listen } from "../support/app";
-import { createTestDatabase, type TestDatabase } from "../support/database";
-import { type ApiResponse, type Client, client, countStatus } from "../support/http";
+import { describe, expect, it } from "bun:test";
+import { type ApiResponse, type Client, countStatus } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
-import { type FaultProxy, startFaultProxy } from "../support/proxy";
+import { metric, replicasForSuite, until } from "../support/replicas";
 
 /** The bound this suite holds replicas to for a change to reach them (README, "Answers from memory"). */
 const PROPAGATION_BOUND_MS = 1000;
 
-let database: TestDatabase;
-let proxy: FaultProxy;
-let handles: DatabaseHandle[];
-let feeds: ChangeFeed[];
-let replicas: Client[];
-let stops: (() => Promise<void>)[];
+const cluster = replicasForSuite();
 
-beforeAll(async () => {
-  database = await createTestDatabase({ poolMax: 2 });
-  proxy = await startFaultProxy(database.url);
-  const config = loadConfig({ DATABASE_URL: database.url, DATABASE_POOL_MAX: "5" });
-  handles = [0, 1, 2].map((i) => openPostgres(database.url, config, i === 2 ? proxy.url : database.url));
-  const log = createLogger("silent");
-  feeds = await Promise.all(handles.map((handle) => handle.listen({ log, heartbeatMs: 200 })));
-  const servers = handles.map((handle, i) => listen(buildApp(handle.db, { feed: feeds[i] }).app));
-  replicas = servers.map((server) => client(server.baseUrl));
-  stops = servers.map((server) => server.stop);
-  await until(() => feeds.every((feed) => feed.live), "every feed live");
-});
-afterAll(async () => {
-  await Promise.all(stops.map((stop) => stop()));
-  await Promise.all(feeds.map((feed) => feed.close()));
-  await Promise.all(handles.map((handle) => handle.close()));
-  await proxy.close();
-  await database.drop();
-});
-
-const [A, B, C] = [0, 1, 2].map((i) => () => replicas[i] as Client) as [() => Client, () => Client, () => Client];
-
-/** Polls `check` every 5 ms until it holds; fails after `ms`. Returns how long it took. */
-async function until(check: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<number> {
-  const start = performance.now();
-  while (!(await check())) {
-    if (performance.now() - start > ms) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-  return performance.now() - start;
-}
-
-/** A metric of one replica, read from its /metrics. */
-async function metric(replica: Client, name: string): Promise<number> {
-  const text = (await replica.get("/metrics")).body as string;
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return Number(line?.split(" ")[1]);
-}
+const [A, B, C] = [0, 1, 2].map((i) => () => cluster.clients[i] as Client) as [
+  () => Client,
+  () => Client,
+  () => Client,
+];
 
 const release = (replica: Client, coupon: string, user: string) =>
   replica.call("DELETE", `/api/coupons/${encodeURIComponent(coupon)}/claims/${encodeURIComponent(user)}`);
@@ -93,7 +49,7 @@ describe("Flash sale with cancellations", () => {
     const stock = 5;
     expect((await A().createCoupon(coupon, stock)).status).toBe(201);
     const users = Array.from({ length: 50 }, (_, i) => `buyer-${i}`);
-    const onReplica = (i: number) => replicas[i % 3] as Client;
+    const onReplica = (i: number) => cluster.clients[i % 3] as Client;
 
     const first = await Promise.all(users.map((user, i) => onReplica(i).claim(user, coupon)));
     expect(countStatus(first, 201)).toBe(stock);
@@ -123,11 +79,11 @@ describe("Flash sale with cancellations", () => {
     const final = await claimedBy(coupon);
     expect(final.slice(0, 3)).toEqual(kept);
     expect(final.slice(3).sort()).toEqual(newWinners.sort());
-    const [row] = await database.sql<{ holders: number; releases: number }[]>`
+    const [row] = await cluster.database.sql<{ holders: number; releases: number }[]>`
       select (select count(*)::int from claims where coupon_name = ${coupon}) as holders,
              (select count(*)::int from claim_releases where coupon_name = ${coupon}) as releases`;
     expect(row).toEqual({ holders: stock, releases: 2 });
-    await expectStockInvariant(database.sql, coupon);
+    await expectStockInvariant(cluster.database.sql, coupon);
   }, 30_000);
 });
 
@@ -152,7 +108,7 @@ describe("a release seen by the other replicas", () => {
     );
     for (const ms of waited) expect(ms).toBeLessThanOrEqual(PROPAGATION_BOUND_MS);
     expect((await A().getCoupon(coupon)).body.remaining_amount).toBe(0);
-    await expectStockInvariant(database.sql, coupon);
+    await expectStockInvariant(cluster.database.sql, coupon);
   }, 30_000);
 
   it("none at all while its listening connection is down", async () => {
@@ -160,7 +116,7 @@ describe("a release seen by the other replicas", () => {
     await soldOutTo(coupon, ["holder"]);
     await answeredFromMemory(C(), coupon);
 
-    proxy.cut();
+    cluster.proxy.cut();
     try {
       await until(async () => (await metric(C(), "coupon_change_feed_up")) === 0, "C's feed down");
       const memoryWhileCut = await metric(C(), "coupon_claims_from_memory_total");
@@ -171,10 +127,10 @@ describe("a release seen by the other replicas", () => {
       expect(await metric(C(), "coupon_claims_from_memory_total")).toBe(memoryWhileCut);
       expect(await metric(C(), "coupon_claim_batches_total")).toBe(batchesWhileCut + 1);
     } finally {
-      proxy.restore();
+      cluster.proxy.restore();
     }
     await until(async () => (await metric(C(), "coupon_change_feed_up")) === 1, "C's feed back", 10_000);
     expect((await freshClaim(C(), coupon)).body.code).toBe("SOLD_OUT");
-    await expectStockInvariant(database.sql, coupon);
+    await expectStockInvariant(cluster.database.sql, coupon);
   }, 30_000);
 });

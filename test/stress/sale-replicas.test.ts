@@ -1,77 +1,29 @@
 // A sale's schedule and pause across three replicas, each with its own pool, its own change feed and
 // its own clock: A runs 3 s slow and C 3 s fast, so only the offset each measures against the
 // database keeps their memory answers right. C listens through a fault proxy, so its feed can be cut.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import { loadConfig } from "../../src/config";
-import type { ChangeFeed } from "../../src/db/changes";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
-import { createLogger } from "../../src/log";
-import { buildApp, listen } from "../support/app";
-import { createTestDatabase, type TestDatabase } from "../support/database";
-import { type ApiResponse, type Client, client } from "../support/http";
+import { describe, expect, it } from "bun:test";
+import type { ApiResponse, Client } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
-import { type FaultProxy, startFaultProxy } from "../support/proxy";
+import { metric, replicasForSuite, until } from "../support/replicas";
 
 const SKEWS_MS = [-3000, 0, 3000];
 const MARGIN_MS = 1000;
 /** The bound this suite holds replicas to for a change to reach them (README states the measured figure). */
 const PROPAGATION_BOUND_MS = 1000;
 
-let database: TestDatabase;
-let proxy: FaultProxy;
-let handles: DatabaseHandle[];
-let feeds: ChangeFeed[];
-let replicas: Client[];
-let stops: (() => Promise<void>)[];
+const cluster = replicasForSuite({ skewsMs: SKEWS_MS, scheduleMarginMs: MARGIN_MS });
 
-beforeAll(async () => {
-  database = await createTestDatabase({ poolMax: 2 });
-  proxy = await startFaultProxy(database.url);
-  const config = loadConfig({ DATABASE_URL: database.url, DATABASE_POOL_MAX: "5" });
-  handles = SKEWS_MS.map((_, i) => openPostgres(database.url, config, i === 2 ? proxy.url : database.url));
-  const log = createLogger("silent");
-  feeds = await Promise.all(
-    handles.map((handle, i) => handle.listen({ log, heartbeatMs: 200, now: () => Date.now() + (SKEWS_MS[i] ?? 0) })),
-  );
-  const servers = handles.map((handle, i) =>
-    listen(buildApp(handle.db, { feed: feeds[i], scheduleMarginMs: MARGIN_MS }).app),
-  );
-  replicas = servers.map((server) => client(server.baseUrl));
-  stops = servers.map((server) => server.stop);
-  await until(() => feeds.every((feed) => feed.live), "every feed live");
-});
-afterAll(async () => {
-  await Promise.all(stops.map((stop) => stop()));
-  await Promise.all(feeds.map((feed) => feed.close()));
-  await Promise.all(handles.map((handle) => handle.close()));
-  await proxy.close();
-  await database.drop();
-});
-
-const [A, B, C] = [0, 1, 2].map((i) => () => replicas[i] as Client) as [() => Client, () => Client, () => Client];
-
-/** Polls `check` every 5 ms until it holds; fails after `ms`. Returns how long it took. */
-async function until(check: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<number> {
-  const start = performance.now();
-  while (!(await check())) {
-    if (performance.now() - start > ms) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-  return performance.now() - start;
-}
-
-/** A metric of one replica, read from its /metrics. */
-async function metric(replica: Client, name: string): Promise<number> {
-  const text = (await replica.get("/metrics")).body as string;
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return Number(line?.split(" ")[1]);
-}
+const [A, B, C] = [0, 1, 2].map((i) => () => cluster.clients[i] as Client) as [
+  () => Client,
+  () => Client,
+  () => Client,
+];
 
 const patch = (replica: Client, name: string, json: unknown) =>
   replica.call("PATCH", `/api/coupons/${encodeURIComponent(name)}`, { json });
 
 async function databaseNow(): Promise<number> {
-  const [row] = await database.sql<{ ms: number }[]>`select extract(epoch from clock_timestamp()) * 1000 as ms`;
+  const [row] = await cluster.database.sql<{ ms: number }[]>`select extract(epoch from clock_timestamp()) * 1000 as ms`;
   return Number(row?.ms);
 }
 
@@ -87,7 +39,7 @@ async function herd(coupon: string, from: number, to: number, everyMs: number, p
   for (let at = from; at <= to; at += everyMs) {
     await Bun.sleep(Math.max(0, at - Date.now()));
     for (let i = 0; i < perWave; i++, n++) {
-      const replica = replicas[n % 3] as Client;
+      const replica = cluster.clients[n % 3] as Client;
       const start = Date.now();
       sent.push(replica.claim(`herd-${n}`, coupon).then((res) => ({ at: start, res })));
     }
@@ -108,11 +60,11 @@ describe("a scheduled sale on three replicas with skewed clocks", () => {
     });
     expect(created.status).toBe(201);
     await Bun.sleep(300); // every replica hears the creation and learns the coupon is not open yet
-    const batchesBefore = await Promise.all(replicas.map((r) => metric(r, "coupon_claim_batches_total")));
+    const batchesBefore = await Promise.all(cluster.clients.map((r) => metric(r, "coupon_claim_batches_total")));
 
     // Well before the opening (outside the margin on every replica's corrected clock): memory only.
     const early = await herd(coupon, opensAt - 2200, opensAt - MARGIN_MS - 400, 100, 6);
-    const batchesAfterEarly = await Promise.all(replicas.map((r) => metric(r, "coupon_claim_batches_total")));
+    const batchesAfterEarly = await Promise.all(cluster.clients.map((r) => metric(r, "coupon_claim_batches_total")));
     expect(batchesAfterEarly).toEqual(batchesBefore);
     for (const { at, res } of early) {
       expect([res.status, res.body.code]).toEqual([409, "SALE_NOT_STARTED"]);
@@ -134,11 +86,11 @@ describe("a scheduled sale on three replicas with skewed clocks", () => {
     const lastWinner = Math.max(...winners.map((w) => w.at));
     for (const loser of soldOut) expect(loser.at).toBeGreaterThanOrEqual(lastWinner - 100);
 
-    const [bounds] = await database.sql<{ before: number; claims: number }[]>`
+    const [bounds] = await cluster.database.sql<{ before: number; claims: number }[]>`
       select count(*) filter (where cl.created_at < c.starts_at)::int as before, count(*)::int as claims
       from claims cl join coupons c on c.name = cl.coupon_name where c.name = ${coupon}`;
     expect(bounds).toEqual({ before: 0, claims: stock });
-    await expectStockInvariant(database.sql, coupon);
+    await expectStockInvariant(cluster.database.sql, coupon);
   }, 30_000);
 
   it("closes at ends_at by the database clock on every replica", async () => {
@@ -150,7 +102,7 @@ describe("a scheduled sale on three replicas with skewed clocks", () => {
       if (at > endsAt + 100) expect(res.body.code).toBe("SALE_ENDED");
       else expect([201, 409]).toContain(res.status);
     }
-    const [row] = await database.sql<{ after: number }[]>`
+    const [row] = await cluster.database.sql<{ after: number }[]>`
       select count(*)::int as after from claims cl join coupons c on c.name = cl.coupon_name
       where c.name = ${coupon} and cl.created_at >= c.ends_at`;
     expect(row?.after).toBe(0);
@@ -181,7 +133,7 @@ describe("pause and resume across replicas", () => {
     for (const replica of [B(), C()]) {
       await until(async () => (await claimOn(replica)).status === 201, "a win after the resume", PROPAGATION_BOUND_MS);
     }
-    await expectStockInvariant(database.sql, coupon);
+    await expectStockInvariant(cluster.database.sql, coupon);
   }, 30_000);
 
   it("turns C's memory answers off while its listening connection is cut, and back on once it returns", async () => {
@@ -197,7 +149,7 @@ describe("pause and resume across replicas", () => {
       return (await metric(C(), "coupon_claims_from_memory_total")) > before;
     }, "C answering from memory");
 
-    proxy.cut();
+    cluster.proxy.cut();
     await until(async () => (await metric(C(), "coupon_change_feed_up")) === 0, "C's feed down");
     const memoryWhileCut = await metric(C(), "coupon_claims_from_memory_total");
     const batchesWhileCut = await metric(C(), "coupon_claim_batches_total");
@@ -208,7 +160,7 @@ describe("pause and resume across replicas", () => {
     await patch(A(), coupon, { active: true });
     expect((await claimOnC()).status).toBe(201);
 
-    proxy.restore();
+    cluster.proxy.restore();
     await until(async () => (await metric(C(), "coupon_change_feed_up")) === 1, "C's feed back");
     await patch(A(), coupon, { active: false });
     await claimOnC();
@@ -217,6 +169,6 @@ describe("pause and resume across replicas", () => {
       await claimOnC();
       return (await metric(C(), "coupon_claims_from_memory_total")) > memoryBack;
     }, "C answering from memory again");
-    await expectStockInvariant(database.sql, coupon);
+    await expectStockInvariant(cluster.database.sql, coupon);
   }, 30_000);
 });
