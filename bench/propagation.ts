@@ -1,7 +1,8 @@
 // `bun run bench:propagation`: how long a change made on one replica takes to reach another. Two
 // instances of the built binary share one throwaway database. A coupon is paused through A, and B
 // answers its claims from memory (SALE_PAUSED); then A resumes it, and a client claims on B, one
-// claim at a time, until one wins. The time from A's 200 to B's first 201 bounds the propagation
+// claim at a time, until one wins. The same for a release: B answers a sold-out coupon from memory,
+// A releases its one claim. The time from A's 200 to B's first 201 bounds the propagation
 // (notification, invalidation, and one claim round trip). Measured idle, then with B under a sold-out
 // flood from wrk (256 connections) so the notification competes with traffic on B's event loop.
 // Env: BENCH_TRIALS (default 50), BENCH_DATABASE_URL (admin URL).
@@ -14,7 +15,7 @@ async function call(method: string, url: string, body: unknown): Promise<{ statu
   const response = await fetch(url, {
     method,
     headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
+    body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(10_000),
   });
   const json = (await response.json()) as { code?: string };
@@ -47,6 +48,30 @@ async function trials(a: Service, b: Service, coupon: string): Promise<number[]>
   return times.sort((x, y) => x - y);
 }
 
+/** Milliseconds from each release on A to B's first win, B having answered the coupon SOLD_OUT from memory. */
+async function releaseTrials(a: Service, b: Service, coupon: string): Promise<number[]> {
+  const claimOnB = (user: string) =>
+    call("POST", `${b.baseUrl}/api/coupons/claim`, { user_id: user, coupon_name: coupon });
+  let holder = `${coupon}-first`;
+  if ((await claimOnB(holder)).status !== 201) throw new Error("the first claim did not win");
+  const times: number[] = [];
+  let n = 0;
+  for (let trial = 0; trial < TRIALS; trial++) {
+    for (let i = 0; i < 100 && (await claimOnB(`${coupon}-warm-${n++}`)).code !== "SOLD_OUT"; i++);
+    await Bun.sleep(20); // B learns the sell-out from its refusal
+    const released = await call("DELETE", `${a.baseUrl}/api/coupons/${coupon}/claims/${holder}`, undefined);
+    if (released.status !== 200) throw new Error(`release answered ${released.status}`);
+    const start = performance.now();
+    for (;;) {
+      holder = `${coupon}-u-${n++}`;
+      if ((await claimOnB(holder)).status === 201) break;
+      if (performance.now() - start > 10_000) throw new Error("B never saw the release");
+    }
+    times.push(performance.now() - start);
+  }
+  return times.sort((x, y) => x - y);
+}
+
 function report(label: string, times: number[]): void {
   const f = (ms: number) => `${ms.toFixed(1)} ms`;
   console.log(
@@ -71,7 +96,9 @@ async function main(): Promise<void> {
     await postJson(`${a.baseUrl}/api/coupons`, { name: "gone", amount: 1 }, 201);
     await postJson(`${b.baseUrl}/api/coupons/claim`, { user_id: "first", coupon_name: "gone" }, 201);
 
-    report("idle", await trials(a, b, "idle"));
+    report("resume, idle", await trials(a, b, "idle"));
+    await postJson(`${a.baseUrl}/api/coupons`, { name: "released", amount: 1 }, 201);
+    report("release, idle", await releaseTrials(a, b, "released"));
     const flood = runWrk({
       url: `${b.baseUrl}/api/coupons/claim`,
       connections: 256,
@@ -81,7 +108,9 @@ async function main(): Promise<void> {
       databaseName: database.name,
     });
     await Bun.sleep(1000);
-    report("B under a sold-out flood", await trials(a, b, "loaded"));
+    report("resume, B under a sold-out flood", await trials(a, b, "loaded"));
+    await postJson(`${a.baseUrl}/api/coupons`, { name: "released-loaded", amount: 1 }, 201);
+    report("release, B under a sold-out flood", await releaseTrials(a, b, "released-loaded"));
     killWrk();
     await flood.catch(() => {}); // killed on purpose: its figures are not the point
     await Promise.all(services.map((service) => service.stop()));
