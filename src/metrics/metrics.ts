@@ -66,7 +66,7 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
   });
   const claims = new Counter({
     name: "coupon_claims_total",
-    help: "Claim attempts by outcome",
+    help: "Claim attempts and releases by outcome",
     labelNames: ["outcome"] as const,
     registers: [registry],
   });
