@@ -7,7 +7,7 @@ import { coupons } from "../db/schema";
 import { AppError } from "../errors";
 import { lockCoupon } from "./claim-sql";
 import type { CouponCreated, CouponPage, CouponSummary } from "./model";
-import { type SaleChange, saleFields } from "./schedule";
+import { couponSummary, type SaleChange } from "./schedule";
 
 const summaryColumns = {
   name: coupons.name,
@@ -17,15 +17,6 @@ const summaryColumns = {
   ends_at: coupons.endsAt,
   active: coupons.active,
 };
-
-type SummaryRow = { name: string; amount: number; remaining_amount: number } & Parameters<typeof saleFields>[0];
-
-const summary = ({ name, amount, remaining_amount, ...sale }: SummaryRow): CouponSummary => ({
-  name,
-  amount,
-  remaining_amount,
-  ...saleFields(sale),
-});
 
 /**
  * Creates a coupon with its full stock; COUPON_EXISTS when the name is taken. A scheduled one is
@@ -53,7 +44,7 @@ export async function createCoupon(
     : await insert(db);
   const created = rows[0];
   if (!created) throw new AppError("COUPON_EXISTS", `A coupon named ${JSON.stringify(name)} already exists.`);
-  return summary(created);
+  return couponSummary(created);
 }
 
 /** One page of coupons in name order, after the name `after`; next_after names the last one when more follow. */
@@ -65,7 +56,7 @@ export async function listCoupons(db: Database, limit: number, after?: string): 
     .orderBy(asc(coupons.name))
     .limit(limit + 1);
   const page = rows.slice(0, limit);
-  return { coupons: page.map(summary), next_after: rows.length > limit ? (page.at(-1)?.name ?? null) : null };
+  return { coupons: page.map(couponSummary), next_after: rows.length > limit ? (page.at(-1)?.name ?? null) : null };
 }
 
 /**
@@ -79,7 +70,7 @@ export async function updateCoupon(db: Database, name: string, change: SaleChang
       const [row] = await tx.update(coupons).set(change).where(eq(coupons.name, name)).returning(summaryColumns);
       if (!row) throw new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(name)}.`);
       await tx.execute(announceChange(name));
-      return summary(row);
+      return couponSummary(row);
     });
   } catch (error) {
     if (pgErrorCode(error) !== CHECK_VIOLATION) throw error;

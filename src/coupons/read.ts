@@ -6,7 +6,7 @@ import { queryRows } from "../db/rows";
 import { AppError } from "../errors";
 import type { CouponDetails } from "./model";
 import { createReadSlots, type ReadSlots } from "./read-slots";
-import { type SaleColumns, saleFields } from "./schedule";
+import { couponSummary, type SaleColumns } from "./schedule";
 
 /** Claimers of a big coupon in claim order, one page at a time; `signal` aborts at the read's deadline. */
 export interface ClaimerPages extends AsyncIterable<string[]> {
@@ -66,7 +66,7 @@ export async function readCoupon(
   const { amount, remaining_amount, last_id, last_release_id } = head;
   // The drivers differ: json may come back parsed or as text.
   const claimers: string[] | null = typeof head.claimed_by === "string" ? JSON.parse(head.claimed_by) : head.claimed_by;
-  const coupon = { name: head.name, amount, remaining_amount, ...saleFields(head) };
+  const coupon = couponSummary(head);
   if (claimers && claimers.length <= pageSize) return { ...coupon, claimed_by: claimers };
   const release = await slots.acquire(deadline);
   // From its slot, a read gets the whole budget again to stream: one that waited for the slot still

@@ -40,13 +40,25 @@ export function parseInstant(field: string, value: string): Date {
   return instant;
 }
 
-/** The schedule given at creation; VALIDATION_FAILED unless ends_at is after starts_at. */
-export function parseSchedule(body: { starts_at?: string; ends_at?: string }): { startsAt?: Date; endsAt?: Date } {
-  const startsAt = body.starts_at === undefined ? undefined : parseInstant("starts_at", body.starts_at);
-  const endsAt = body.ends_at === undefined ? undefined : parseInstant("ends_at", body.ends_at);
+/** Bounds as given (null clears one); VALIDATION_FAILED unless ends_at is after starts_at when both are. */
+function parseBounds(body: { starts_at?: string | null; ends_at?: string | null }): {
+  startsAt?: Date | null;
+  endsAt?: Date | null;
+} {
+  const bound = (field: "starts_at" | "ends_at") => {
+    const value = body[field];
+    return value === undefined || value === null ? value : parseInstant(field, value);
+  };
+  const startsAt = bound("starts_at");
+  const endsAt = bound("ends_at");
   if (startsAt && endsAt && endsAt <= startsAt)
     throw new AppError("VALIDATION_FAILED", "ends_at: must be after starts_at");
-  return { ...(startsAt ? { startsAt } : {}), ...(endsAt ? { endsAt } : {}) };
+  return { ...(startsAt !== undefined ? { startsAt } : {}), ...(endsAt !== undefined ? { endsAt } : {}) };
+}
+
+/** The schedule given at creation; VALIDATION_FAILED unless ends_at is after starts_at. */
+export function parseSchedule(body: { starts_at?: string; ends_at?: string }): { startsAt?: Date; endsAt?: Date } {
+  return parseBounds(body) as { startsAt?: Date; endsAt?: Date }; // no null: the create body has none
 }
 
 /** What a PATCH changes; null clears a bound. */
@@ -74,18 +86,10 @@ export function parseChange(body: {
   ends_at?: string | null;
   active?: boolean;
 }): SaleChange {
-  const instant = (field: "starts_at" | "ends_at") => {
-    const value = body[field];
-    return value === undefined
-      ? {}
-      : { [field === "starts_at" ? "startsAt" : "endsAt"]: value && parseInstant(field, value) };
-  };
-  const change: SaleChange = { ...instant("starts_at"), ...instant("ends_at") };
+  const change: SaleChange = parseBounds(body);
   if (body.active !== undefined) change.active = body.active;
   if (Object.keys(change).length === 0)
     throw new AppError("VALIDATION_FAILED", "body: give at least one of starts_at, ends_at, active");
-  if (change.startsAt && change.endsAt && change.endsAt <= change.startsAt)
-    throw new AppError("VALIDATION_FAILED", "ends_at: must be after starts_at");
   return change;
 }
 
@@ -103,4 +107,14 @@ export function saleFields(row: SaleColumns): { starts_at?: string; ends_at?: st
     ...(row.ends_at !== null ? { ends_at: new Date(row.ends_at).toISOString() } : {}),
     ...(row.active ? {} : { active: false as const }),
   };
+}
+
+/** A coupon without its claimers, as every answer renders it: the sale keys only where used. */
+export function couponSummary({
+  name,
+  amount,
+  remaining_amount,
+  ...sale
+}: { name: string; amount: number; remaining_amount: number } & SaleColumns) {
+  return { name, amount, remaining_amount, ...saleFields(sale) };
 }
