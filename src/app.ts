@@ -26,6 +26,8 @@ export interface AppDeps {
   isClosing?: () => boolean;
   /** Deadline for requests that wait on the database (default 10 s). */
   requestTimeoutMs?: number;
+  /** IDEMPOTENCY_TTL: how long an Idempotency-Key's answer is kept (default 24 h). */
+  idempotencyTtlMs?: number;
   /** Bytes of request bodies being read at once, whole process (default 64 MiB). */
   bodyBytesInFlightMax?: number;
   /** Bound on big coupon reads streamed at once (default 4), and their page size (default 1,000). */
@@ -43,6 +45,8 @@ interface RequestState {
   /** The status onError answered with; Elysia's own view of it (422, 200 for 404s) is pre-mapping. */
   errorStatus?: number;
 }
+
+const DAY_MS = 24 * 60 * 60 * 1000;
 
 // An incoming X-Request-Id is honoured only if it is short and printable, so it is safe to log and echo.
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
@@ -149,6 +153,7 @@ export function createApp(deps: AppDeps) {
         log,
         adminToken: deps.adminToken,
         requestTimeoutMs,
+        idempotencyTtlMs: deps.idempotencyTtlMs ?? DAY_MS,
         readSlots: deps.readSlots ?? createReadSlots(4),
         readPageSize: deps.readPageSize ?? 1_000,
       }),

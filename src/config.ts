@@ -4,6 +4,10 @@ import { type Static, Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import { logLevels, requestLogModes } from "./log";
 
+// A duration setting's form; its error says what a duration looks like, not this expression.
+// At most six digits: PostgreSQL refuses an interval past about 178 million years.
+const DURATION_PATTERN = "^[1-9][0-9]{0,5}(ms|s|m|h|d)$";
+
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
 
@@ -59,10 +63,23 @@ export const ConfigSchema = Type.Object({
   REQUEST_TIMEOUT_MS: Int(100, 600_000, 10_000, "deadline for a request waiting on the database"),
   SHUTDOWN_GRACE_MS: Int(0, 600_000, 10_000, "time given to in-flight requests on SIGTERM"),
   SHUTDOWN_DELAY_MS: Int(0, 600_000, 0, "on SIGTERM, keep serving this long with readiness 503 first"),
+  IDEMPOTENCY_TTL: Type.String({
+    pattern: DURATION_PATTERN,
+    default: "24h",
+    description: "how long an Idempotency-Key's answer is kept: a number with ms, s, m, h or d",
+  }),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: "Bearer token required to create coupons" })),
 });
 
 export type Config = Static<typeof ConfigSchema>;
+
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** A duration setting ("24h", "90s", "500ms") in milliseconds; loadConfig has checked its form. */
+export function durationMs(value: string): number {
+  const [, amount, unit] = /^(\d+)(ms|s|m|h|d)$/.exec(value) ?? [];
+  return Number(amount) * UNIT_MS[unit as keyof typeof UNIT_MS];
+}
 
 const URL_EXPECTED = "expected postgres://user:password@host:5432/database (a URL postgres.js can parse)";
 
@@ -98,7 +115,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ? `expected one of ${e.schema.anyOf.map((s: { const: string }) => s.const).join(", ")}`
       : key.endsWith("DATABASE_URL")
         ? URL_EXPECTED
-        : e.message;
+        : e.schema.pattern === DURATION_PATTERN
+          ? "expected a duration: a whole number with ms, s, m, h or d (24h, 90s)"
+          : e.message;
     return `${key}=${shown(key, raw[key])}: ${expected}`;
   });
   for (const key of ["DATABASE_URL", "LISTEN_DATABASE_URL"] as const) {

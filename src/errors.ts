@@ -14,8 +14,10 @@ export const errorStatus = {
   SALE_PAUSED: 409,
   SALE_NOT_STARTED: 409,
   SALE_ENDED: 409,
+  IDEMPOTENCY_KEY_IN_USE: 409,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
+  IDEMPOTENCY_KEY_REUSED: 422,
   INTERNAL_ERROR: 500,
   SERVICE_UNAVAILABLE: 503,
 } as const;
@@ -35,6 +37,8 @@ const titles: Record<ErrorCode, string> = {
   SALE_PAUSED: "Sale paused",
   SALE_NOT_STARTED: "Sale not started",
   SALE_ENDED: "Sale ended",
+  IDEMPOTENCY_KEY_IN_USE: "Idempotency key in use",
+  IDEMPOTENCY_KEY_REUSED: "Idempotency key reused",
   PAYLOAD_TOO_LARGE: "Request body too large",
   UNSUPPORTED_MEDIA_TYPE: "Unsupported media type",
   INTERNAL_ERROR: "Internal server error",
@@ -83,6 +87,8 @@ export interface ProblemContext {
   instance?: string;
   requestId?: string;
   retryAfter?: number;
+  /** The answer stored under the request's Idempotency-Key, given again: Idempotent-Replayed: true. */
+  replayed?: boolean;
 }
 
 /**
@@ -94,6 +100,7 @@ export function problemResponse(code: ErrorCode, detail: string, context: Proble
   if (context.retryAfter !== undefined) headers["retry-after"] = String(context.retryAfter);
   if (code === "UNAUTHORIZED") headers["www-authenticate"] = 'Bearer realm="coupon-service"'; // RFC 9110
   if (context.requestId) headers["x-request-id"] = context.requestId;
+  if (context.replayed) headers["idempotent-replayed"] = "true";
   return new Response(JSON.stringify(toProblem(code, detail, context.instance, context.requestId)), {
     status: errorStatus[code],
     headers,

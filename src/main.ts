@@ -3,8 +3,9 @@
 // and --version print and exit before anything reads the environment or touches a database.
 import { createApp } from "./app";
 import { parseArgs, usage, VERSION } from "./cli";
-import { ConfigSchema, loadConfig } from "./config";
+import { ConfigSchema, durationMs, loadConfig } from "./config";
 import { createClaimer } from "./coupons/claims";
+import { startKeyCleanup } from "./coupons/idempotency";
 import { createReadSlots } from "./coupons/read-slots";
 import { openDatabase } from "./db/client";
 import { checkReadiness } from "./healthcheck";
@@ -14,6 +15,8 @@ import { describeStartupFailure } from "./startup";
 
 // Past the shutdown deadline, the forced close of connections and of the pool gets this long.
 const EXIT_SLACK_MS = 200;
+// How often expired Idempotency-Keys are deleted.
+const KEY_CLEANUP_INTERVAL_MS = 60_000;
 
 /** Exits 0 when GET /health/ready on the configured port answers 200, else 1 with the reason on stderr. */
 async function healthcheck(): Promise<never> {
@@ -60,6 +63,7 @@ async function serve(): Promise<void> {
     isDraining: () => draining,
     isClosing: () => closing,
     requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
+    idempotencyTtlMs: durationMs(config.IDEMPOTENCY_TTL),
     bodyBytesInFlightMax: config.BODY_BYTES_IN_FLIGHT_MAX,
     readSlots: createReadSlots(config.COUPON_READ_STREAMS_MAX),
     readPageSize: config.COUPON_READ_PAGE_SIZE,
@@ -71,6 +75,8 @@ async function serve(): Promise<void> {
     // embedded mode, the data folder). A taken port must fail start-up instead.
     reusePort: false,
   });
+  // Every replica sweeps (SKIP LOCKED lets them share the work); expired keys are ignored meanwhile.
+  const stopKeyCleanup = startKeyCleanup(database.db, { intervalMs: KEY_CLEANUP_INTERVAL_MS, log });
   const server = app.server;
   if (!server) throw new Error("the HTTP server did not start");
   log.info("listening", { host: config.HOST, port: server.port, database: database.kind });
@@ -101,6 +107,7 @@ async function serve(): Promise<void> {
       log.warn("grace period over; closing remaining connections");
       await server.stop(true);
     }
+    stopKeyCleanup();
     await feed.close();
     await database.close(left());
     log.info("stopped", { signal });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "bun:test";
-import { loadConfig } from "../src/config";
+import { durationMs, loadConfig } from "../src/config";
 
 describe("loadConfig", () => {
   it("applies the documented defaults to an empty environment", () => {
@@ -77,6 +77,32 @@ describe("loadConfig", () => {
   it("never shows a rejected admin token", () => {
     expect(() => loadConfig({ ADMIN_TOKEN: "short-s3cret" })).toThrow("ADMIN_TOKEN=<12 characters>");
   });
+
+  it("keeps Idempotency-Keys for IDEMPOTENCY_TTL, 24h by default", () => {
+    expect(loadConfig({}).IDEMPOTENCY_TTL).toBe("24h");
+    expect(durationMs(loadConfig({}).IDEMPOTENCY_TTL)).toBe(86_400_000);
+  });
+
+  it.each([
+    ["500ms", 500],
+    ["90s", 90_000],
+    ["15m", 900_000],
+    ["2h", 7_200_000],
+    ["7d", 604_800_000],
+  ])("reads IDEMPOTENCY_TTL=%s as %d ms", (value, ms) => {
+    const config = loadConfig({ IDEMPOTENCY_TTL: value });
+    expect(config.IDEMPOTENCY_TTL).toBe(value);
+    expect(durationMs(config.IDEMPOTENCY_TTL)).toBe(ms);
+  });
+
+  it.each(["0s", "10", "1.5h", "-1h", "1w"])(
+    "refuses IDEMPOTENCY_TTL=%s, saying what a duration looks like",
+    (value) => {
+      expect(() => loadConfig({ IDEMPOTENCY_TTL: value })).toThrow(
+        `IDEMPOTENCY_TTL="${value}": expected a duration: a whole number with ms, s, m, h or d (24h, 90s)`,
+      );
+    },
+  );
 
   it("rejects a port out of range and a short admin token", () => {
     expect(() => loadConfig({ PORT: "70000" })).toThrow(/PORT="70000"/);

@@ -1,6 +1,8 @@
 // The one place the service speaks the SQL of a claim. The decision itself is the database function
 // claim_batch (drizzle/0001_claim_batch.sql): the coupon's advisory lock, then one set-based statement
 // that decides a whole batch exactly as if its claims had been applied one by one in arrival order.
+// A batch holding a release or an Idempotency-Key goes to claim_request_batch instead
+// (drizzle/0004_idempotency.sql), which also stores each keyed decision in the same transaction.
 // One call is one round trip and its own transaction, so once it is sent there is nothing left to
 // abort: the answer that comes back is committed.
 import { sql } from "drizzle-orm";
@@ -8,6 +10,9 @@ import type { Database } from "../db/client";
 import { pgErrorCode, UNIQUE_VIOLATION } from "../db/errors";
 import { queryRows } from "../db/rows";
 import type { DecidedOutcome } from "./outcomes";
+
+/** claim_keyed_batch's SQLSTATE for a key another transaction took while the batch was deciding. */
+const KEY_TAKEN = "CK001";
 
 export interface ClaimDecision {
   outcome: DecidedOutcome;
@@ -17,12 +22,21 @@ export interface ClaimDecision {
   opensInMs?: number;
   /** The coupon's stock right after this request (null when the coupon does not exist). */
   remaining: number | null;
+  /** The decision stored under this request's Idempotency-Key by an earlier request, given again. */
+  replayed?: true;
+}
+
+/** The Idempotency-Keys of a batch's requests (null where none), their fingerprints, and how long they live. */
+export interface BatchKeys {
+  keys: readonly (string | null)[];
+  fingerprints: readonly (string | null)[];
+  ttlMs: number;
 }
 
 export interface BatchResult {
   /** One decision per request, in the order given. */
   decisions: ClaimDecision[];
-  /** The coupon's stock after the batch; null when the coupon does not exist. */
+  /** The coupon's stock after the batch (as its last request not replayed left it); null when unknown. */
   remaining: number | null;
 }
 
@@ -31,38 +45,58 @@ interface DecisionRow {
   decided_at: Date | string | null;
   remaining: number | null;
   opens_in_ms: number | string | null;
+  replayed?: boolean;
 }
 
-/** The one call that decides a batch: set-based claim_batch, or claim_release_batch when it releases. */
-function batchCall(couponName: string, userIds: readonly string[], releases?: readonly boolean[]) {
+/**
+ * The one call that decides a batch: set-based claim_batch, claim_keyed_batch (set-based too) with
+ * keys, or claim_request_batch (one request at a time) with releases.
+ */
+function batchCall(
+  couponName: string,
+  userIds: readonly string[],
+  releases?: readonly boolean[],
+  keys?: BatchKeys,
+  oneByOne = false,
+) {
   const users = sql.param(userIds);
-  if (!releases?.includes(true))
+  if (!releases?.includes(true) && !keys)
     return sql`select outcome, claimed_at as decided_at, remaining, opens_in_ms
       from claim_batch(${couponName}, ${users}::text[])`;
+  if (!releases?.includes(true) && keys && !oneByOne)
+    return sql`select outcome, decided_at, remaining, opens_in_ms, replayed
+      from claim_keyed_batch(${couponName}, ${users}::text[], ${sql.param(keys.keys)}::text[],
+        ${sql.param(keys.fingerprints)}::text[], ${keys.ttlMs}::float8)`;
   // As text: postgres.js sends a JS array of booleans as one boolean, which no cast turns into an array.
-  const flags = sql.param(releases.map((release) => (release ? "t" : "f")));
-  return sql`select outcome, decided_at, remaining, opens_in_ms
-    from claim_release_batch(${couponName}, ${flags}::text[]::boolean[], ${users}::text[])`;
+  const flags = sql.param(userIds.map((_, i) => (releases?.[i] ? "t" : "f")));
+  const none = userIds.map(() => null);
+  return sql`select outcome, decided_at, remaining, opens_in_ms, replayed
+    from claim_request_batch(${couponName}, ${flags}::text[]::boolean[], ${users}::text[],
+      ${sql.param(keys?.keys ?? none)}::text[], ${sql.param(keys?.fingerprints ?? none)}::text[],
+      ${keys?.ttlMs ?? 0}::float8)`;
 }
 
 /**
  * Decides requests by `userIds` on one coupon (arrival order, the same user any number of times): a
- * claim each, or the release of that user's claim where `releases` says true. Atomic, and exactly as
- * if applied one by one in that order. A unique violation could only come from something that
- * bypassed the lock; the batch is then decided one request per call, where the violation itself is
- * the answer (already claimed).
+ * claim each, or the release of that user's claim where `releases` says true; with `keys`, a request
+ * whose key was used before gets that decision again (or idempotency_key_reused), and a new keyed
+ * decision is stored in the same transaction. Atomic, and exactly as if applied one by one in that
+ * order. A unique violation could only come from something that bypassed the lock; the batch is then
+ * decided one request per call, where the violation itself is the answer (already claimed).
  */
 export async function decideClaims(
   db: Database,
   couponName: string,
   userIds: readonly string[],
   releases?: readonly boolean[],
+  keys?: BatchKeys,
+  oneByOne = false,
 ): Promise<BatchResult> {
   try {
-    const rows = await queryRows<DecisionRow>(db, batchCall(couponName, userIds, releases));
-    // claim_release_batch gives each row the stock after it; claim_batch the stock after the whole
+    const rows = await queryRows<DecisionRow>(db, batchCall(couponName, userIds, releases, keys, oneByOne));
+    // claim_request_batch gives each row the stock after it; claim_batch the stock after the whole
     // batch. Claims only take stock, so counting the wins back from the end gives the same per row.
-    const perRow = releases?.includes(true) === true;
+    const perRow = releases?.includes(true) === true || keys !== undefined;
     let after = (rows.at(-1)?.remaining ?? 0) + rows.filter((row) => row.outcome === "created").length;
     return {
       decisions: rows.map((row) => ({
@@ -70,16 +104,23 @@ export async function decideClaims(
         remaining: perRow || row.remaining === null ? row.remaining : row.outcome === "created" ? --after : after,
         ...(row.decided_at ? { decidedAt: new Date(row.decided_at) } : {}),
         ...(row.opens_in_ms !== null ? { opensInMs: Number(row.opens_in_ms) } : {}),
+        ...(row.replayed ? { replayed: true as const } : {}),
       })),
-      remaining: rows.at(-1)?.remaining ?? null,
+      // A replayed row holds the stock as it was then, not now; a refused key says nothing of it.
+      remaining: rows.findLast((row) => !row.replayed && row.outcome !== "idempotency_key_reused")?.remaining ?? null,
     };
   } catch (error) {
+    // claim_keyed_batch found a key taken by another coupon's batch meanwhile, and undid everything:
+    // claim_request_batch takes the keys before deciding, so it gives that request its true answer.
+    if (pgErrorCode(error) === KEY_TAKEN && !oneByOne)
+      return decideClaims(db, couponName, userIds, releases, keys, true);
     if (pgErrorCode(error) !== UNIQUE_VIOLATION) throw error;
     if (userIds.length === 1) return { decisions: [{ outcome: "already_claimed", remaining: null }], remaining: null };
     const decisions: ClaimDecision[] = [];
     let remaining: number | null = null;
     for (const [i, userId] of userIds.entries()) {
-      const single = await decideClaims(db, couponName, [userId], releases && [releases[i] === true]);
+      const one = keys && { ...keys, keys: [keys.keys[i] ?? null], fingerprints: [keys.fingerprints[i] ?? null] };
+      const single = await decideClaims(db, couponName, [userId], releases && [releases[i] === true], one);
       decisions.push(...single.decisions);
       remaining = single.remaining ?? remaining;
     }

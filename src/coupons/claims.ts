@@ -8,6 +8,7 @@ import { errorFields, type Logger } from "../log";
 import { createAnswers } from "./answers";
 import { type ClaimDecision, decideClaims } from "./claim-sql";
 import { createGroupCommit } from "./group-commit";
+import type { IdempotencyKey } from "./idempotency";
 import { type ClaimOutcome, claimOutcomes, closedOutcomes } from "./outcomes";
 
 /**
@@ -18,6 +19,8 @@ export interface ClaimRequest {
   coupon: string;
   user: string;
   release?: boolean;
+  /** The request's Idempotency-Key: never answered from memory, its decision stored with it. */
+  idempotency?: IdempotencyKey;
   /** Epoch milliseconds at arrival; `deadline` is derived from it once, and every wait honours it. */
   arrivedAt: number;
   deadline: number;
@@ -31,6 +34,8 @@ export interface ClaimResult {
   remaining?: number | null;
   /** Seconds to wait before retrying, when the outcome's own Retry-After does not say (sale_not_started). */
   retryAfter?: number;
+  /** The decision stored under the request's Idempotency-Key by an earlier request, given again. */
+  replayed?: true;
 }
 
 export interface ClaimerOptions {
@@ -71,13 +76,27 @@ export interface Claimer {
 }
 
 /** A claim arriving now (or at `arrivedAt`) with the configured deadline. */
-export function claimRequest(coupon: string, user: string, timeoutMs: number, arrivedAt = Date.now()): ClaimRequest {
-  return { coupon, user, arrivedAt, deadline: arrivedAt + timeoutMs };
+export function claimRequest(
+  coupon: string,
+  user: string,
+  timeoutMs: number,
+  arrivedAt = Date.now(),
+  idempotency?: IdempotencyKey,
+): ClaimRequest {
+  const request: ClaimRequest = { coupon, user, arrivedAt, deadline: arrivedAt + timeoutMs };
+  if (idempotency) request.idempotency = idempotency;
+  return request;
 }
 
 /** The release of `user`'s claim on `coupon`, arriving now, with the configured deadline. */
-export function releaseRequest(coupon: string, user: string, timeoutMs: number, arrivedAt = Date.now()): ClaimRequest {
-  return { coupon, user, release: true, arrivedAt, deadline: arrivedAt + timeoutMs };
+export function releaseRequest(
+  coupon: string,
+  user: string,
+  timeoutMs: number,
+  arrivedAt = Date.now(),
+  idempotency?: IdempotencyKey,
+): ClaimRequest {
+  return { ...claimRequest(coupon, user, timeoutMs, arrivedAt, idempotency), release: true };
 }
 
 // Shared, frozen results: a flood answered from memory allocates nothing per claim here.
@@ -122,11 +141,18 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
       const releases = requests.some((request) => request.release)
         ? requests.map((request) => request.release === true)
         : undefined;
-      const batch = await decide(db, coupon, users, releases);
+      const keyed = requests.find((request) => request.idempotency)?.idempotency;
+      const keys = keyed && {
+        keys: requests.map((request) => request.idempotency?.key ?? null),
+        fingerprints: requests.map((request) => request.idempotency?.fingerprint ?? null),
+        ttlMs: keyed.ttlMs,
+      };
+      const batch = await decide(db, coupon, users, releases, keys);
+      // What was decided now (a replay tells of an earlier moment) says what memory may learn.
+      const fresh = batch.decisions.filter((d) => !d.replayed);
       // A release gives stock back: forget at once here (the batch announced it to the other replicas).
-      if (batch.decisions.some((d) => d.outcome === "released")) answers.invalidate(coupon);
-      else if (batch.remaining === 0 || batch.decisions.some((d) => closedOutcomes.has(d.outcome)))
-        void answers.learn(coupon);
+      if (fresh.some((d) => d.outcome === "released")) answers.invalidate(coupon);
+      else if (batch.remaining === 0 || fresh.some((d) => closedOutcomes.has(d.outcome))) void answers.learn(coupon);
       return batch.decisions.map(toResult);
     },
     onTrouble({ key, size, error, lateMs }) {
@@ -163,7 +189,8 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
 
   return {
     claimCoupon(request) {
-      const known = request.release ? undefined : answers.answer(request.coupon, request.user);
+      // A keyed request goes to the database, which stores its decision (or has one stored).
+      const known = request.release || request.idempotency ? undefined : answers.answer(request.coupon, request.user);
       if (known) {
         stats.fromMemory++;
         return Promise.resolve(known.retryAfter === undefined ? results[known.outcome] : known);

@@ -6,6 +6,7 @@ import { CHECK_VIOLATION, pgErrorCode } from "../db/errors";
 import { coupons } from "../db/schema";
 import { AppError } from "../errors";
 import { lockCoupon } from "./claim-sql";
+import { type IdempotencyKey, keepDecision, takeKey } from "./idempotency";
 import type { CouponCreated, CouponPage, CouponSummary } from "./model";
 import { couponSummary, type SaleChange } from "./schedule";
 
@@ -18,33 +19,55 @@ const summaryColumns = {
   active: coupons.active,
 };
 
+/** What a create ends as; `replayed` when it is the decision stored under its Idempotency-Key. */
+export type CreateResult =
+  | { outcome: "created"; coupon: CouponCreated; replayed?: true }
+  | { outcome: "exists"; replayed?: true }
+  | { outcome: "reused" };
+
 /**
- * Creates a coupon with its full stock; COUPON_EXISTS when the name is taken. A scheduled one is
+ * Creates a coupon with its full stock, or answers "exists" when the name is taken. A scheduled one is
  * announced on the change feed, so every replica learns at once that claims on it cannot win yet.
+ * With a key, the decision is stored in the same transaction, and a request whose key was used before
+ * gets that decision again (the coupon as created, whatever happened to it since) or "reused".
  */
 export async function createCoupon(
   db: Database,
   name: string,
   amount: number,
   schedule: { startsAt?: Date; endsAt?: Date } = {},
-): Promise<CouponCreated> {
-  const insert = (tx: Database) =>
-    tx
+  key?: IdempotencyKey,
+): Promise<CreateResult> {
+  const scheduled = schedule.startsAt !== undefined || schedule.endsAt !== undefined;
+  const insert = async (tx: Database): Promise<CreateResult> => {
+    const [created] = await tx
       .insert(coupons)
       .values({ name, amount, remainingAmount: amount, ...schedule })
       .onConflictDoNothing({ target: coupons.name })
       .returning(summaryColumns);
-  const scheduled = schedule.startsAt !== undefined || schedule.endsAt !== undefined;
-  const rows = scheduled
-    ? await db.transaction(async (tx) => {
-        const inserted = await insert(tx as unknown as Database);
-        if (inserted[0]) await tx.execute(announceChange(name));
-        return inserted;
-      })
-    : await insert(db);
-  const created = rows[0];
-  if (!created) throw new AppError("COUPON_EXISTS", `A coupon named ${JSON.stringify(name)} already exists.`);
-  return couponSummary(created);
+    if (created && scheduled) await tx.execute(announceChange(name));
+    return created ? { outcome: "created", coupon: couponSummary(created) } : { outcome: "exists" };
+  };
+  if (!key && !scheduled) return insert(db);
+  return db.transaction(async (transaction) => {
+    const tx = transaction as unknown as Database;
+    if (!key) return insert(tx);
+    const stored = await takeKey(tx, key);
+    if (stored.fingerprint !== key.fingerprint) return { outcome: "reused" };
+    if (stored.outcome === "exists") return { outcome: "exists", replayed: true };
+    if (stored.outcome === "created") {
+      // The request is pinned by the fingerprint, so it says what was created.
+      const sale = { starts_at: schedule.startsAt ?? null, ends_at: schedule.endsAt ?? null, active: true };
+      return {
+        outcome: "created",
+        coupon: couponSummary({ name, amount, remaining_amount: amount, ...sale }),
+        replayed: true,
+      };
+    }
+    const result = await insert(tx);
+    await keepDecision(tx, key, result.outcome);
+    return result;
+  });
 }
 
 /** One page of coupons in name order, after the name `after`; next_after names the last one when more follow. */

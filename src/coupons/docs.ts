@@ -49,6 +49,36 @@ const databaseProblems = {
   databaseSlow: commonProblems.databaseSlow,
 } as const;
 
+/** The Idempotency-Key header, as create and claim document it (release declares it as a header schema). */
+export const idempotencyKeyDoc = {
+  description:
+    'Optional. 1..255 printable ASCII characters, bare or as a quoted string ("..."). The first request with a key is executed and its answer stored with its effect; the same key with the same request gets that answer again (Idempotent-Replayed: true) for IDEMPOTENCY_TTL (default 24 h), from any replica. Answers that ask for a retry (503, SALE_PAUSED, SALE_NOT_STARTED, IDEMPOTENCY_KEY_IN_USE) are not stored. The same key with another request: 422 IDEMPOTENCY_KEY_REUSED.',
+  examples: ["5f0c3a9e-8b1d-4c2e-9a7f-3e6d2b1c0a94"],
+};
+
+const idempotencyKeyParameter = {
+  name: "Idempotency-Key",
+  in: "header",
+  required: false,
+  description: idempotencyKeyDoc.description,
+  // No example: Swagger UI would fill it in and send one key with every request it tries.
+  schema: { type: "string" as const, minLength: 1, maxLength: 257 },
+};
+
+const keyProblems = {
+  badKey: {
+    code: "VALIDATION_FAILED",
+    detail: "Idempotency-Key: must be 1..255 printable ASCII characters (a quoted string counts without its quotes)",
+  },
+} as const;
+
+const keyReused = {
+  422: {
+    description: "The Idempotency-Key was used for another request (IDEMPOTENCY_KEY_REUSED)",
+    problems: rejectionsWithStatus(422),
+  },
+};
+
 const scheduleOrder = { code: "VALIDATION_FAILED", detail: "ends_at: must be after starts_at" } as const;
 
 /** POST /api/coupons. */
@@ -57,26 +87,36 @@ export const createDocs: DocumentDecoration = {
   description: [
     "Creates a coupon with `amount` in stock. When the service runs with ADMIN_TOKEN, requires `Authorization: Bearer <token>`.",
     "Optional `starts_at` and `ends_at` (RFC 3339 with an offset) schedule the sale: claims win only from `starts_at` and before `ends_at`, by the database's clock. The answer carries them only when given.",
+    "With an `Idempotency-Key`, a retry whose first answer was lost gets that answer again: 201 with the coupon as it was created, or COUPON_EXISTS.",
   ].join("\n\n"),
   // Either no credentials (no ADMIN_TOKEN) or the bearer token: the UI offers Authorize.
   security: [{}, { adminToken: [] }],
+  parameters: [idempotencyKeyParameter],
   responses: documentedResponses("/api/coupons", {
-    201: { description: "Created; Location names the coupon", schema: CouponCreated, headers: ["Location"] },
+    201: {
+      description: "Created; Location names the coupon",
+      schema: CouponCreated,
+      headers: ["Location", "Idempotent-Replayed"],
+    },
     400: {
-      description: "Invalid body (VALIDATION_FAILED); `detail` names the field",
+      description: "Invalid body or Idempotency-Key (VALIDATION_FAILED); `detail` names the field",
       problems: {
         amount: { code: "VALIDATION_FAILED", detail: "amount: Expected integer" },
         scheduleOrder,
         malformedJson: commonProblems.malformedJson,
+        ...keyProblems,
       },
     },
     ...adminProblems("Creating"),
     409: {
-      description: "Name taken (COUPON_EXISTS)",
+      description: "Name taken (COUPON_EXISTS), or the Idempotency-Key still in use (IDEMPOTENCY_KEY_IN_USE)",
+      headers: ["Retry-After", "Idempotent-Replayed"],
       problems: {
         COUPON_EXISTS: { code: "COUPON_EXISTS", detail: 'A coupon named "BLACK_FRIDAY" already exists.' },
+        ...rejectionsWithStatus(409, "key"),
       },
     },
+    ...keyReused,
     ...bodyProblems,
     503: {
       description: "Database unavailable or slow, or too many request bodies in flight (SERVICE_UNAVAILABLE)",
@@ -141,27 +181,36 @@ export const updateDocs: DocumentDecoration = {
 /** POST /api/coupons/claim. */
 export const claimDocs: DocumentDecoration = {
   summary: "Claim a coupon for a user",
-  description:
+  description: [
     "At most one claim per user per coupon; never more claims than stock; no claim wins while the sale is paused, before `starts_at` or from `ends_at` (the database's clock decides). SALE_NOT_STARTED carries Retry-After: the seconds until the opening.",
+    "With an `Idempotency-Key`, a client whose answer was lost (a timeout, a dropped connection) retries with the same key and learns what the first attempt did: the same 201 with the same `claimed_at`, or the same refusal. The key's answer is stored in the transaction that made the claim.",
+  ].join("\n\n"),
   security: [],
+  parameters: [idempotencyKeyParameter],
   responses: documentedResponses("/api/coupons/claim", {
-    201: { description: "Claimed", schema: ClaimCreated },
+    201: { description: "Claimed", schema: ClaimCreated, headers: ["Idempotent-Replayed"] },
     400: {
-      description: "Invalid body (VALIDATION_FAILED); `detail` names the field",
+      description: "Invalid body or Idempotency-Key (VALIDATION_FAILED); `detail` names the field",
       problems: {
         user_id: {
           code: "VALIDATION_FAILED",
           detail: 'user_id: must be 1..128 characters with no control characters, and not "." or ".."',
         },
         malformedJson: commonProblems.malformedJson,
+        ...keyProblems,
       },
     },
-    404: { description: `No such coupon (${codesWithStatus(404)})`, problems: rejectionsWithStatus(404) },
+    404: {
+      description: `No such coupon (${codesWithStatus(404)})`,
+      headers: ["Idempotent-Replayed"],
+      problems: rejectionsWithStatus(404),
+    },
     409: {
-      description: `${codesWithStatus(409)}, checked in that order (already claimed first, even when sold out)`,
-      headers: ["Retry-After"],
+      description: `${codesWithStatus(409)}: the sale's checked in that order (already claimed first, even when sold out); IDEMPOTENCY_KEY_IN_USE before any of them`,
+      headers: ["Retry-After", "Idempotent-Replayed"],
       problems: rejectionsWithStatus(409),
     },
+    ...keyReused,
     ...bodyProblems,
     503: {
       description: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503)}); safe to retry`,
@@ -176,24 +225,33 @@ export const releaseDocs: DocumentDecoration = {
   description: [
     "Deletes the claim, gives its unit back to stock (whatever the sale's state) and lets the user claim again; a new claim goes to the end of `claimed_by`. The release is kept in the `claim_releases` table. Behind ADMIN_TOKEN like creating.",
     "Decided in the coupon's queue and under its lock like the claims that arrived around it, in arrival order; announced to every replica in the same transaction, so none keeps answering SOLD_OUT from memory past the propagation time the README states.",
+    "With an `Idempotency-Key`, a retry gets the first answer again (the same `released_at` and `remaining_amount`) instead of CLAIM_NOT_FOUND.",
   ].join("\n\n"),
   security: [{}, { adminToken: [] }],
   responses: documentedResponses("/api/coupons/BLACK_FRIDAY/claims/user-42", {
-    200: { description: "Released", schema: ClaimReleased },
+    200: { description: "Released", schema: ClaimReleased, headers: ["Idempotent-Replayed"] },
     400: {
-      description: "Invalid name, user id or percent-encoding (VALIDATION_FAILED)",
+      description: "Invalid name, user id, percent-encoding or Idempotency-Key (VALIDATION_FAILED)",
       problems: {
         percentEncoding: {
           code: "VALIDATION_FAILED",
           detail: "path: invalid percent-encoding (expected UTF-8, e.g. %C3%A9).",
         },
+        ...keyProblems,
       },
     },
     ...adminProblems("Changing"),
     404: {
       description: `No such coupon, or the user holds no claim on it (${codesWithStatus(404, "release")})`,
+      headers: ["Idempotent-Replayed"],
       problems: rejectionsWithStatus(404, "release"),
     },
+    409: {
+      description: `The Idempotency-Key still in use (${codesWithStatus(409, "release")})`,
+      headers: ["Retry-After"],
+      problems: rejectionsWithStatus(409, "release"),
+    },
+    ...keyReused,
     500: { description: "Unexpected failure (INTERNAL_ERROR)", problems: { internal: commonProblems.internal } },
     503: {
       description: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503, "release")}); safe to retry`,

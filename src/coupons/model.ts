@@ -133,6 +133,14 @@ export const CouponDetails = t.Object(
 );
 
 export const CouponParams = t.Object({ name: CouponName });
+
+/**
+ * A route's Idempotency-Key as a header schema, for the route whose path parameters keep the OpenAPI
+ * plugin from taking it as a documented parameter; checked by idempotencyKey() like the others (no
+ * length bounds here, whose refusal would read differently from theirs).
+ */
+export const IdempotencyHeaders = (doc: { description: string }) =>
+  t.Object({ "idempotency-key": t.Optional(t.String({ ...doc })) });
 export const ClaimParams = t.Object({ name: CouponName, user_id: UserId });
 
 export const ClaimReleased = t.Object(

@@ -3,14 +3,23 @@ import { timingSafeEqual } from "node:crypto";
 import { Elysia } from "elysia";
 import type { Database } from "../db/client";
 import { withDeadline } from "../db/deadline";
-import { AppError, errorStatus, problemResponse } from "../errors";
+import { AppError, type ErrorCode, errorStatus, problemResponse } from "../errors";
 import { jsonAnswer } from "../http/json-stream";
 import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
 import { type Claimer, type ClaimResult, claimRequest, releaseRequest } from "./claims";
 import { createCoupon, listCoupons, updateCoupon } from "./coupons";
-import { claimDocs, createDocs, listDocs, readDocs, releaseDocs, updateDocs } from "./docs";
-import { ClaimBody, ClaimParams, CouponParams, CreateCouponBody, ListQuery, UpdateCouponBody } from "./model";
+import { claimDocs, createDocs, idempotencyKeyDoc, listDocs, readDocs, releaseDocs, updateDocs } from "./docs";
+import { createKeyTurns, IDEMPOTENCY_HEADER, type IdempotencyKey, keyOf } from "./idempotency";
+import {
+  ClaimBody,
+  ClaimParams,
+  CouponParams,
+  CreateCouponBody,
+  IdempotencyHeaders,
+  ListQuery,
+  UpdateCouponBody,
+} from "./model";
 import { type ClaimRejection, claimRejections } from "./outcomes";
 import { readCoupon } from "./read";
 import type { ReadSlots } from "./read-slots";
@@ -24,6 +33,8 @@ export interface CouponRoutesDeps {
   adminToken?: string;
   /** A request's deadline from its arrival: how long it may wait, on the queue or the database. */
   requestTimeoutMs: number;
+  /** IDEMPOTENCY_TTL: how long an Idempotency-Key's answer is kept. */
+  idempotencyTtlMs: number;
   /** Bound on big reads streamed at once, and claimers per page of them. */
   readSlots: ReadSlots;
   readPageSize: number;
@@ -47,39 +58,78 @@ function requireToken(authorization: string | undefined, token: string, action: 
   }
 }
 
+type ResponseSet = { status?: number | string; headers: Record<string, string | number | undefined> };
+
 /**
- * A claim's or release's expected refusal as its problem response: returned rather than thrown, with
- * set.status too, so the request log sees it.
+ * An expected refusal as its problem response: returned rather than thrown, with set.status too, so
+ * the request log sees it; the same body onError would render for the same AppError.
  */
-function rejection(
-  result: ClaimResult,
-  set: { status?: number | string; headers: Record<string, string | number | undefined> },
+function refusal(
+  code: ErrorCode,
+  detail: string,
+  set: ResponseSet,
   path: string,
+  options: { retryAfter?: number; replayed?: boolean } = {},
 ): Response {
-  const { code, detail, retryAfter } = claimRejections[result.outcome as ClaimRejection];
   set.status = errorStatus[code];
   return problemResponse(code, detail, {
     instance: path,
     requestId: set.headers["x-request-id"] as string | undefined,
-    retryAfter: result.retryAfter ?? retryAfter,
+    ...options,
   });
 }
 
+/** A claim's or release's refusal, by the outcomes table. */
+function rejection(result: ClaimResult, set: ResponseSet, path: string): Response {
+  const { code, detail, retryAfter } = claimRejections[result.outcome as ClaimRejection];
+  return refusal(code, detail, set, path, { retryAfter: result.retryAfter ?? retryAfter, replayed: result.replayed });
+}
+
+const inUse: ClaimResult = Object.freeze({ outcome: "idempotency_key_in_use" });
+// Sent, with no answer by its deadline: its transaction may still be running.
+const isUnconfirmed = (result: ClaimResult) => result.outcome === "unconfirmed";
+
 /** The coupon API under /api/coupons. */
 export function couponRoutes(deps: CouponRoutesDeps) {
-  const { db, claimer, metrics, adminToken, requestTimeoutMs, log } = deps;
+  const { db, claimer, metrics, adminToken, requestTimeoutMs, idempotencyTtlMs, log } = deps;
   const readOptions = { slots: deps.readSlots, pageSize: deps.readPageSize };
   const cutOff = (error: unknown) => log.warn("coupon read cut off mid-body", errorFields(error));
+  const turns = createKeyTurns();
+  const keyed = (request: Request, route: string, fields: readonly unknown[]) =>
+    keyOf(request.headers.get(IDEMPOTENCY_HEADER), route, fields, idempotencyTtlMs);
+  // A claim or release: with a key, one request per key at a time in this process.
+  const decide = async (request: ReturnType<typeof claimRequest>, key?: IdempotencyKey) => {
+    const result = key
+      ? await turns.take(key.key, request.deadline, () => claimer.claimCoupon(request), isUnconfirmed)
+      : await claimer.claimCoupon(request);
+    const answer = result === "in_use" ? inUse : result;
+    metrics.claimOutcomes[answer.outcome].inc();
+    return answer;
+  };
   return new Elysia({ prefix: "/api/coupons", tags: ["coupons"] })
     .post(
       "",
-      async ({ body, set, headers }) => {
+      async ({ body, set, headers, request, path }) => {
         if (adminToken) requireToken(headers.authorization, adminToken, "creating");
         const schedule = parseSchedule(body);
-        const created = await withDeadline(createCoupon(db, body.name, body.amount, schedule), requestTimeoutMs);
+        const key = keyed(request, "POST /api/coupons", [body.name, body.amount, schedule.startsAt, schedule.endsAt]);
+        // One deadline from arrival, whether or not the request waited for its key's turn.
+        const deadline = Date.now() + requestTimeoutMs;
+        const create = () =>
+          withDeadline(createCoupon(db, body.name, body.amount, schedule, key), deadline - Date.now());
+        // A create that failed (or timed out) leaves its key in use for the requests waiting on it.
+        const result = key ? await turns.take(key.key, deadline, create, () => false) : await create();
+        if (result === "in_use") return rejection(inUse, set, path);
+        if (result.outcome === "reused") return rejection({ outcome: "idempotency_key_reused" }, set, path);
+        const replayed = result.replayed === true;
+        if (result.outcome === "exists") {
+          const detail = `A coupon named ${JSON.stringify(body.name)} already exists.`;
+          return refusal("COUPON_EXISTS", detail, set, path, { replayed });
+        }
         set.status = 201;
-        set.headers.location = `/api/coupons/${encodeURIComponent(created.name)}`;
-        return created;
+        set.headers.location = `/api/coupons/${encodeURIComponent(result.coupon.name)}`;
+        if (replayed) set.headers["idempotent-replayed"] = "true";
+        return result.coupon;
       },
       {
         body: CreateCouponBody,
@@ -90,10 +140,14 @@ export function couponRoutes(deps: CouponRoutesDeps) {
     )
     .post(
       "/claim",
-      async ({ body, set, path }) => {
-        const result = await claimer.claimCoupon(claimRequest(body.coupon_name, body.user_id, requestTimeoutMs));
-        metrics.claimOutcomes[result.outcome].inc();
+      async ({ body, set, path, request }) => {
+        const key = keyed(request, "POST /api/coupons/claim", [body.coupon_name, body.user_id]);
+        const result = await decide(
+          claimRequest(body.coupon_name, body.user_id, requestTimeoutMs, Date.now(), key),
+          key,
+        );
         if (result.outcome !== "created") return rejection(result, set, path);
+        if (result.replayed) set.headers["idempotent-replayed"] = "true";
         set.status = 201;
         return {
           user_id: body.user_id,
@@ -130,11 +184,16 @@ export function couponRoutes(deps: CouponRoutesDeps) {
     )
     .delete(
       "/:name/claims/:user_id",
-      async ({ params, headers, set, path }) => {
-        if (adminToken) requireToken(headers.authorization, adminToken, "changing");
-        const result = await claimer.claimCoupon(releaseRequest(params.name, params.user_id, requestTimeoutMs));
-        metrics.claimOutcomes[result.outcome].inc();
+      async ({ params, set, path, request }) => {
+        // From the request: the header schema below (for the docs) leaves only the key in `headers`.
+        if (adminToken) requireToken(request.headers.get("authorization") ?? undefined, adminToken, "changing");
+        const key = keyed(request, "DELETE /api/coupons/{name}/claims/{user_id}", [params.name, params.user_id]);
+        const result = await decide(
+          releaseRequest(params.name, params.user_id, requestTimeoutMs, Date.now(), key),
+          key,
+        );
         if (result.outcome !== "released") return rejection(result, set, path);
+        if (result.replayed) set.headers["idempotent-replayed"] = "true";
         return {
           coupon_name: params.name,
           user_id: params.user_id,
@@ -142,7 +201,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
           remaining_amount: result.remaining as number,
         };
       },
-      { params: ClaimParams, detail: releaseDocs },
+      { params: ClaimParams, headers: IdempotencyHeaders(idempotencyKeyDoc), detail: releaseDocs },
     )
     .get(
       "/:name",

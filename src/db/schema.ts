@@ -60,3 +60,23 @@ export const claimReleases = pgTable(
   },
   (table) => [index("claim_releases_coupon_name_id_idx").on(table.couponName, table.id)],
 );
+
+// The answers given under an Idempotency-Key (coupons/idempotency.ts), written in the transaction that
+// decided them. Stored as the decision the answer is rendered from (the request itself is pinned by
+// its fingerprint), so a replay renders the same status, body and headers from any replica.
+export const idempotencyKeys = pgTable(
+  "idempotency_keys",
+  {
+    key: text("key").primaryKey(),
+    // SHA-256 of the route and the request's fields: the same key with another request is refused.
+    fingerprint: text("fingerprint").notNull(),
+    // Null only inside the transaction deciding it; a committed row always holds its decision.
+    outcome: text("outcome"),
+    decidedAt: timestamp("decided_at", { withTimezone: true }),
+    remaining: integer("remaining"),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
+    // A row past this instant is as good as absent; the cleanup deletes it later (IDEMPOTENCY_TTL).
+    expiresAt: timestamp("expires_at", { withTimezone: true }).notNull(),
+  },
+  (table) => [index("idempotency_keys_expires_at_idx").on(table.expiresAt)],
+);

@@ -36,6 +36,10 @@ const headers = {
     minimum: 0,
   }),
   Location: header("The created coupon's URL", { type: "string", format: "uri-reference" }),
+  "Idempotent-Replayed": header(
+    "true when this is the answer stored under the request's Idempotency-Key, given again (not executed again)",
+    { type: "string", enum: ["true"] },
+  ),
   "WWW-Authenticate": header("The bearer challenge (RFC 9110)", { type: "string" }),
 };
 export type DocumentedHeader = keyof typeof headers;

@@ -1,18 +1,22 @@
-// decideClaims (claim_batch, claim_release_batch): one batch = the same answers and state as its claims
-// and releases applied one by one in order.
+// decideClaims (claim_batch, claim_release_batch, and with Idempotency-Keys claim_keyed_batch and
+// claim_request_batch): one batch = the same answers and state as its claims and releases applied one
+// by one in order; a keyed request's decision is stored with it and given again to the same key.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/postgres-js";
 import fc from "fast-check";
 import postgres from "postgres";
 import { loadConfig } from "../../src/config";
-import { decideClaims } from "../../src/coupons/claim-sql";
+import { type ClaimDecision, decideClaims } from "../../src/coupons/claim-sql";
 import { createCoupon, updateCoupon } from "../../src/coupons/coupons";
+import { fingerprint } from "../../src/coupons/idempotency";
+import { type ClaimRejection, claimRejections, type DecidedOutcome } from "../../src/coupons/outcomes";
 import { openPostgres } from "../../src/db/client";
 import * as schema from "../../src/db/schema";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { expectStockInvariant } from "../support/invariant";
 import { type ModelCoupon, modelClaim, modelRelease } from "../support/model";
+import { until } from "../support/replicas";
 
 let database: TestDatabase;
 beforeAll(async () => {
@@ -189,15 +193,6 @@ async function stateOf(coupon: string) {
         as released
     from coupons c where c.name = ${coupon}`;
   return row;
-}
-
-/** Polls until `check` holds; fails after `ms`. */
-async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
-  const start = performance.now();
-  while (!check()) {
-    if (performance.now() - start > ms) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
 }
 
 const HOUR = 3_600_000;
@@ -459,5 +454,682 @@ describe("decideClaims with releases", () => {
     expect([...(await database.sql`select user_id from claims where coupon_name = 'recorded'`)]).toEqual([
       { user_id: "b" },
     ]);
+  });
+});
+
+/** One request of a keyed batch: a claim (or release) by `user`, with an Idempotency-Key or none. */
+type Keyed = { user: string; release?: boolean; key?: string; fp?: string };
+
+const CLAIM_ROUTE = "POST /api/coupons/claim";
+const RELEASE_ROUTE = "DELETE /api/coupons/{name}/claims/{user_id}";
+/** The fingerprint the service gives `request` on `coupon`, unless the request names its own. */
+const fingerprintOf = (coupon: string, request: Keyed) =>
+  request.fp ?? fingerprint(request.release ? RELEASE_ROUTE : CLAIM_ROUTE, [coupon, request.user]);
+
+/** Decides a keyed batch as the service sends it: releases only when one is in the batch. */
+const decideKeyed = (coupon: string, requests: readonly Keyed[], db = database.handle.db) =>
+  decideClaims(
+    db,
+    coupon,
+    requests.map((r) => r.user),
+    requests.some((r) => r.release) ? requests.map((r) => r.release === true) : undefined,
+    {
+      keys: requests.map((r) => r.key ?? null),
+      fingerprints: requests.map((r) => (r.key === undefined ? null : fingerprintOf(coupon, r))),
+      ttlMs: HOUR,
+    },
+  );
+
+/** A decision as compared across paths: outcome, stock after it, whether it has an instant, replayed. */
+const shape = (d: ClaimDecision) => [d.outcome, d.remaining, d.decidedAt !== undefined, d.replayed === true];
+
+interface KeyRow {
+  fingerprint: string;
+  outcome: string | null;
+  decided_at: Date | null;
+  remaining: number | null;
+  ttl_ms: number;
+  live: boolean;
+}
+
+/** The row stored under `key`, or undefined. */
+async function keyRow(key: string): Promise<KeyRow | undefined> {
+  const [row] = await database.sql<KeyRow[]>`
+    select fingerprint, outcome, decided_at, remaining,
+      (extract(epoch from expires_at - created_at) * 1000)::float8 as ttl_ms, expires_at > now() as live
+    from idempotency_keys where key = ${key}`;
+  return row;
+}
+
+const count = async (table: "claims" | "claim_releases", coupon: string, user: string) =>
+  (
+    await database.sql<{ n: number }[]>`select count(*)::int as n from ${database.sql(table)}
+      where coupon_name = ${coupon} and user_id = ${user}`
+  )[0]?.n;
+
+let keySerial = 0;
+/** A key no other test uses. */
+const newKey = (label: string) => `${label}-${keySerial++}`;
+
+describe("decideClaims with Idempotency-Keys, claim-only (claim_keyed_batch)", () => {
+  it("stores each new key's outcome, decided_at and the stock after its request, and nothing for unkeyed ones", async () => {
+    await createCoupon(database.handle.db, "kb-store", 3);
+    await outcomes("kb-store", ["h"]);
+    const [k1, k2, k3, k4] = [newKey("store"), newKey("store"), newKey("store"), newKey("store")];
+    const { decisions } = await decideKeyed("kb-store", [
+      { user: "a", key: k1 },
+      { user: "x" },
+      { user: "b", key: k2 },
+      { user: "h", key: k3 },
+      { user: "c", key: k4 },
+    ]);
+    expect(decisions.map(shape)).toEqual([
+      ["created", 1, true, false],
+      ["created", 0, true, false],
+      ["sold_out", 0, false, false],
+      ["already_claimed", 0, false, false],
+      ["sold_out", 0, false, false],
+    ]);
+    const [claimedAt] = await database.sql<{ created_at: Date }[]>`
+      select created_at from claims where coupon_name = 'kb-store' and user_id = 'a'`;
+    expect(decisions[0]?.decidedAt?.getTime()).toBe(claimedAt?.created_at.getTime() as number);
+    expect(await keyRow(k1)).toEqual({
+      fingerprint: fingerprint(CLAIM_ROUTE, ["kb-store", "a"]),
+      outcome: "created",
+      decided_at: claimedAt?.created_at as Date,
+      remaining: 1,
+      ttl_ms: HOUR,
+      live: true,
+    });
+    expect(await keyRow(k2)).toMatchObject({ outcome: "sold_out", decided_at: null, remaining: 0 });
+    expect(await keyRow(k3)).toMatchObject({ outcome: "already_claimed", decided_at: null, remaining: 0 });
+    expect(await keyRow(k4)).toMatchObject({ outcome: "sold_out", decided_at: null, remaining: 0 });
+    const [stored] = await database.sql<{ n: number }[]>`
+      select count(*)::int as n from idempotency_keys where key like 'store-%'`;
+    expect(stored?.n).toBe(4);
+  });
+
+  it("replays a later batch with the same key and fingerprint: same decision and decided_at, no new claim, stock unchanged", async () => {
+    await createCoupon(database.handle.db, "kb-replay", 1);
+    const [won, lost] = [newKey("replay"), newKey("replay")];
+    const first = await decideKeyed("kb-replay", [
+      { user: "a", key: won },
+      { user: "b", key: lost },
+    ]);
+    expect(first.decisions.map(shape)).toEqual([
+      ["created", 0, true, false],
+      ["sold_out", 0, false, false],
+    ]);
+    // Stock comes back, so deciding "b" again would now win: the replay must give the stored answer.
+    await decide("kb-replay", [{ user: "a", release: true }]);
+    await outcomes("kb-replay", ["a"]);
+    await decide("kb-replay", [{ user: "a", release: true }]);
+    const again = await decideKeyed("kb-replay", [
+      { user: "b", key: lost },
+      { user: "a", key: won },
+    ]);
+    expect(again.decisions.map(shape)).toEqual([
+      ["sold_out", 0, false, true],
+      ["created", 0, true, true],
+    ]);
+    expect(again.decisions[1]?.decidedAt?.getTime()).toBe(first.decisions[0]?.decidedAt?.getTime() as number);
+    expect(again.remaining).toBeNull();
+    expect(await stateOf("kb-replay")).toEqual({ remaining: 1, holders: [], released: ["a", "a"] });
+    expect([await count("claims", "kb-replay", "a"), await count("claims", "kb-replay", "b")]).toEqual([0, 0]);
+  });
+
+  it("answers IDEMPOTENCY_KEY_REUSED to a key used with another fingerprint, applies nothing, and keeps the stored row", async () => {
+    await createCoupon(database.handle.db, "kb-reused", 5);
+    await createCoupon(database.handle.db, "kb-reused-other", 5);
+    const [key, other] = [newKey("reused"), newKey("reused")];
+    await decideKeyed("kb-reused", [{ user: "a", key }]);
+    const before = await keyRow(key);
+    const { decisions } = await decideKeyed("kb-reused", [
+      { user: "c" },
+      { user: "b", key },
+      { user: "d", key: other },
+    ]);
+    expect(decisions.map((d) => d.outcome)).toEqual(["created", "idempotency_key_reused", "created"]);
+    expect([decisions[0]?.remaining, decisions[2]?.remaining]).toEqual([3, 2]);
+    expect(decisions[1]?.replayed).toBeUndefined();
+    // The same user on another coupon is another request too.
+    const elsewhere = await decideKeyed("kb-reused-other", [{ user: "a", key }]);
+    expect(elsewhere.decisions.map((d) => d.outcome)).toEqual(["idempotency_key_reused"]);
+    expect(await stateOf("kb-reused")).toEqual({ remaining: 2, holders: ["a", "c", "d"], released: [] });
+    expect(await stateOf("kb-reused-other")).toEqual({ remaining: 5, holders: [], released: [] });
+    expect(await keyRow(key)).toEqual(before);
+  });
+
+  it("gives a key repeated in one batch its first copy's decision, replayed; another fingerprint under it is REUSED", async () => {
+    await createCoupon(database.handle.db, "kb-twice", 1);
+    const [key, split] = [newKey("twice"), newKey("twice")];
+    const { decisions } = await decideKeyed("kb-twice", [{ user: "a", key }, { user: "x" }, { user: "a", key }]);
+    expect(decisions.map(shape)).toEqual([
+      ["created", 0, true, false],
+      ["sold_out", 0, false, false],
+      ["created", 0, true, true],
+    ]);
+    expect(decisions[2]?.decidedAt?.getTime()).toBe(decisions[0]?.decidedAt?.getTime() as number);
+    expect(await count("claims", "kb-twice", "a")).toBe(1);
+    const mixed = await decideKeyed("kb-twice", [
+      { user: "b", key: split },
+      { user: "c", key: split },
+    ]);
+    expect(mixed.decisions.map((d) => d.outcome)).toEqual(["sold_out", "idempotency_key_reused"]);
+    expect(await keyRow(split)).toMatchObject({ fingerprint: fingerprint(CLAIM_ROUTE, ["kb-twice", "b"]) });
+  });
+
+  it.each([
+    ["paused", "sale_paused", { active: true }],
+    ["not started", "sale_not_started", { startsAt: null }],
+  ] as const)(
+    "answers a sale %s with %s without storing the key, so the same key executes once the sale opens",
+    async (sale, refusal, open) => {
+      const name = `kb-${sale.replace(" ", "-")}`;
+      await createCoupon(database.handle.db, name, 2);
+      await updateCoupon(database.handle.db, name, saleChange(sale));
+      const key = newKey(name);
+      const refused = await decideKeyed(name, [
+        { user: "a", key },
+        { user: "a", key },
+      ]);
+      expect(refused.decisions.map(shape)).toEqual([
+        [refusal, 2, false, false],
+        [refusal, 2, false, false],
+      ]);
+      if (refusal === "sale_not_started") expect(refused.decisions[0]?.opensInMs).toBeGreaterThan(HOUR - 60_000);
+      expect(await keyRow(key)).toBeUndefined();
+      await updateCoupon(database.handle.db, name, open);
+      const opened = await decideKeyed(name, [{ user: "a", key }]);
+      expect(opened.decisions.map(shape)).toEqual([["created", 1, true, false]]);
+      expect(await keyRow(key)).toMatchObject({ outcome: "created", remaining: 1 });
+    },
+  );
+
+  it("treats a key whose row has expired as new: the row is replaced and the request executes", async () => {
+    await createCoupon(database.handle.db, "kb-expired", 5);
+    const key = newKey("expired");
+    await decideKeyed("kb-expired", [{ user: "a", key }]);
+    await database.sql`update idempotency_keys set expires_at = now() - interval '1 second' where key = ${key}`;
+    // Another request under the expired key: executed, not REUSED.
+    const other = await decideKeyed("kb-expired", [{ user: "b", key }]);
+    expect(other.decisions.map(shape)).toEqual([["created", 3, true, false]]);
+    expect(await keyRow(key)).toMatchObject({
+      fingerprint: fingerprint(CLAIM_ROUTE, ["kb-expired", "b"]),
+      outcome: "created",
+      remaining: 3,
+      live: true,
+    });
+    // The same request again under the expired key: decided again, not replayed.
+    await database.sql`update idempotency_keys set expires_at = now() - interval '1 second' where key = ${key}`;
+    const same = await decideKeyed("kb-expired", [{ user: "b", key }]);
+    expect(same.decisions.map(shape)).toEqual([["already_claimed", 3, false, false]]);
+    expect(await keyRow(key)).toMatchObject({ outcome: "already_claimed", live: true });
+  });
+});
+
+describe("decideClaims with releases and Idempotency-Keys (claim_request_batch)", () => {
+  it("stores each keyed release's and claim's outcome, decided_at and the stock after it", async () => {
+    await createCoupon(database.handle.db, "rb-store", 3);
+    await outcomes("rb-store", ["a", "b"]);
+    const [k1, k2, k3, k4] = [newKey("rstore"), newKey("rstore"), newKey("rstore"), newKey("rstore")];
+    const { decisions } = await decideKeyed("rb-store", [
+      { user: "a", release: true, key: k1 },
+      { user: "c", key: k2 },
+      { user: "d", key: k3 },
+      { user: "z", release: true, key: k4 },
+      { user: "e" },
+    ]);
+    expect(decisions.map(shape)).toEqual([
+      ["released", 2, true, false],
+      ["created", 1, true, false],
+      ["created", 0, true, false],
+      ["claim_not_found", 0, false, false],
+      ["sold_out", 0, false, false],
+    ]);
+    const [release] = await database.sql<{ released_at: Date }[]>`
+      select released_at from claim_releases where coupon_name = 'rb-store' and user_id = 'a'`;
+    expect(await keyRow(k1)).toEqual({
+      fingerprint: fingerprint(RELEASE_ROUTE, ["rb-store", "a"]),
+      outcome: "released",
+      decided_at: release?.released_at as Date,
+      remaining: 2,
+      ttl_ms: HOUR,
+      live: true,
+    });
+    expect(decisions[0]?.decidedAt?.getTime()).toBe(release?.released_at.getTime() as number);
+    expect(await keyRow(k2)).toMatchObject({ outcome: "created", remaining: 1 });
+    expect(await keyRow(k3)).toMatchObject({ outcome: "created", remaining: 0 });
+    expect(await keyRow(k4)).toMatchObject({ outcome: "claim_not_found", decided_at: null, remaining: 0 });
+  });
+
+  it("replays a release: same released_at and remaining_amount, no second release row, the re-claim kept", async () => {
+    await createCoupon(database.handle.db, "rb-replay", 2);
+    await outcomes("rb-replay", ["a", "b"]);
+    const key = newKey("rreplay");
+    const first = await decideKeyed("rb-replay", [{ user: "a", release: true, key }]);
+    expect(first.decisions.map(shape)).toEqual([["released", 1, true, false]]);
+    await outcomes("rb-replay", ["a"]);
+    const again = await decideKeyed("rb-replay", [
+      { user: "a", release: true, key },
+      { user: "a", release: true, key },
+    ]);
+    expect(again.decisions.map(shape)).toEqual([
+      ["released", 1, true, true],
+      ["released", 1, true, true],
+    ]);
+    for (const d of again.decisions)
+      expect(d.decidedAt?.getTime()).toBe(first.decisions[0]?.decidedAt?.getTime() as number);
+    expect(await count("claim_releases", "rb-replay", "a")).toBe(1);
+    expect(await stateOf("rb-replay")).toEqual({ remaining: 0, holders: ["b", "a"], released: ["a"] });
+  });
+
+  it("answers IDEMPOTENCY_KEY_REUSED to a release under a key used for another release or for a claim, applying nothing", async () => {
+    await createCoupon(database.handle.db, "rb-reused", 3);
+    await outcomes("rb-reused", ["a", "b"]);
+    const [released, claimed] = [newKey("rreused"), newKey("rreused")];
+    await decideKeyed("rb-reused", [
+      { user: "a", release: true, key: released },
+      { user: "c", key: claimed },
+    ]);
+    const { decisions } = await decideKeyed("rb-reused", [
+      { user: "b", release: true, key: released },
+      { user: "c", release: true, key: claimed },
+    ]);
+    expect(decisions.map((d) => d.outcome)).toEqual(["idempotency_key_reused", "idempotency_key_reused"]);
+    expect(decisions.map((d) => d.replayed)).toEqual([undefined, undefined]);
+    expect(await stateOf("rb-reused")).toEqual({ remaining: 1, holders: ["b", "c"], released: ["a"] });
+    expect(await keyRow(claimed)).toMatchObject({ fingerprint: fingerprint(CLAIM_ROUTE, ["rb-reused", "c"]) });
+  });
+
+  it("gives a key repeated in one mixed batch its first copy's decision, replayed", async () => {
+    await createCoupon(database.handle.db, "rb-twice", 1);
+    await outcomes("rb-twice", ["a"]);
+    const [release, claim] = [newKey("rtwice"), newKey("rtwice")];
+    const { decisions } = await decideKeyed("rb-twice", [
+      { user: "a", release: true, key: release },
+      { user: "b", key: claim },
+      { user: "a", release: true, key: release },
+      { user: "b", key: claim },
+    ]);
+    expect(decisions.map(shape)).toEqual([
+      ["released", 1, true, false],
+      ["created", 0, true, false],
+      ["released", 1, true, true],
+      ["created", 0, true, true],
+    ]);
+    expect(decisions[2]?.decidedAt?.getTime()).toBe(decisions[0]?.decidedAt?.getTime() as number);
+    expect(decisions[3]?.decidedAt?.getTime()).toBe(decisions[1]?.decidedAt?.getTime() as number);
+    expect(await stateOf("rb-twice")).toEqual({ remaining: 0, holders: ["b"], released: ["a"] });
+  });
+
+  it.each([
+    ["paused", "sale_paused", { active: true }],
+    ["not started", "sale_not_started", { startsAt: null }],
+  ] as const)(
+    "answers a claim in a batch with a release while the sale is %s with %s, storing no key",
+    async (sale, refusal, open) => {
+      const name = `rb-${sale.replace(" ", "-")}`;
+      await createCoupon(database.handle.db, name, 2);
+      await outcomes(name, ["h"]);
+      await updateCoupon(database.handle.db, name, saleChange(sale));
+      const [claim, release] = [newKey(name), newKey(name)];
+      const refused = await decideKeyed(name, [
+        { user: "h", release: true, key: release },
+        { user: "a", key: claim },
+        { user: "a", key: claim },
+      ]);
+      expect(refused.decisions.map(shape)).toEqual([
+        ["released", 2, true, false],
+        [refusal, 2, false, false],
+        [refusal, 2, false, false],
+      ]);
+      expect(await keyRow(claim)).toBeUndefined();
+      expect(await keyRow(release)).toMatchObject({ outcome: "released" });
+      await updateCoupon(database.handle.db, name, open);
+      const opened = await decideKeyed(name, [
+        { user: "a", key: claim },
+        { user: "nobody", release: true },
+      ]);
+      expect(opened.decisions.map(shape)).toEqual([
+        ["created", 1, true, false],
+        ["claim_not_found", 1, false, false],
+      ]);
+      expect(await keyRow(claim)).toMatchObject({ outcome: "created", remaining: 1 });
+    },
+  );
+
+  it("treats a release's expired key as new: the row is replaced and the request executes", async () => {
+    await createCoupon(database.handle.db, "rb-expired", 3);
+    await outcomes("rb-expired", ["a", "b"]);
+    const key = newKey("rexpired");
+    await decideKeyed("rb-expired", [{ user: "a", release: true, key }]);
+    await database.sql`update idempotency_keys set expires_at = now() - interval '1 second' where key = ${key}`;
+    const other = await decideKeyed("rb-expired", [{ user: "b", release: true, key }]);
+    expect(other.decisions.map(shape)).toEqual([["released", 3, true, false]]);
+    expect(await keyRow(key)).toMatchObject({
+      fingerprint: fingerprint(RELEASE_ROUTE, ["rb-expired", "b"]),
+      outcome: "released",
+      remaining: 3,
+      live: true,
+    });
+    expect(await stateOf("rb-expired")).toEqual({ remaining: 3, holders: [], released: ["a", "b"] });
+  });
+});
+
+describe("decideClaims with Idempotency-Keys, against the unkeyed path", () => {
+  let runs = 0;
+  const request = fc.record({ user: fc.nat(6).map((u) => `u${u}`), release: fc.boolean(), keyed: fc.boolean() });
+
+  it.each([
+    ["claim-only batches (claim_keyed_batch)", false],
+    ["batches with releases (claim_request_batch)", true],
+  ] as const)(
+    "decides fresh keyed requests mixed with unkeyed ones exactly like the unkeyed path, in %s",
+    async (_, withReleases) => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 1, max: 4 }),
+          fc.array(
+            fc.nat(6).map((u) => `u${u}`),
+            { maxLength: 5 },
+          ),
+          fc.constantFrom<Sale>("open", "open", "open", "paused", "not started", "ended"),
+          fc.array(fc.array(request, { minLength: 1, maxLength: 10 }), { minLength: 1, maxLength: 3 }),
+          async (stock, before, sale, batches) => {
+            const run = runs++;
+            const [keyed, plain] = [`fresh-keyed-${run}`, `fresh-plain-${run}`];
+            for (const name of [keyed, plain]) {
+              await createCoupon(database.handle.db, name, stock);
+              if (before.length > 0) await outcomes(name, before);
+              if (sale !== "open") await updateCoupon(database.handle.db, name, saleChange(sale));
+            }
+            for (const batch of batches) {
+              const requests: Keyed[] = batch.map((r) => ({
+                user: r.user,
+                release: withReleases && r.release,
+                ...(r.keyed ? { key: newKey(keyed) } : {}),
+              }));
+              const withKeys = await decideKeyed(keyed, requests);
+              const without = await decide(
+                plain,
+                requests.map((r) => ({ user: r.user, release: r.release === true })),
+              );
+              expect(withKeys.decisions.map(shape)).toEqual(without.decisions.map(shape));
+              expect(withKeys.decisions.map((d) => d.opensInMs !== undefined)).toEqual(
+                without.decisions.map((d) => d.opensInMs !== undefined),
+              );
+              expect(withKeys.remaining).toBe(without.remaining);
+              // Each keyed request's decision is stored, but for those that invite a retry.
+              for (const [i, r] of requests.entries()) {
+                if (r.key === undefined) continue;
+                const decision = withKeys.decisions[i] as ClaimDecision;
+                const row = await keyRow(r.key);
+                if (decision.outcome === "sale_paused" || decision.outcome === "sale_not_started")
+                  expect(row).toBeUndefined();
+                else expect(row).toMatchObject({ outcome: decision.outcome, remaining: decision.remaining });
+              }
+            }
+            const [a, b] = [await stateOf(keyed), await stateOf(plain)];
+            expect(a).toEqual(b as NonNullable<typeof b>);
+            await expectStockInvariant(database.sql, keyed);
+          },
+        ),
+        { numRuns: 40 },
+      );
+    },
+    60_000,
+  );
+});
+
+/** A reserved connection's transaction, left open until commit or rollback. */
+type Reserved = Awaited<ReturnType<postgres.Sql["reserve"]>>;
+
+/** The batch statement a raw session sends, as decideClaims would for one keyed request. */
+function rawBatch(session: Reserved, coupon: string, request: Keyed & { key: string }) {
+  const fp = fingerprintOf(coupon, request);
+  return request.release
+    ? session`select outcome from claim_request_batch(${coupon}, array[true]::boolean[], array[${request.user}]::text[],
+        array[${request.key}]::text[], array[${fp}]::text[], ${HOUR}::float8)`
+    : session`select outcome from claim_keyed_batch(${coupon}, array[${request.user}]::text[],
+        array[${request.key}]::text[], array[${fp}]::text[], ${HOUR}::float8)`;
+}
+
+/** How many sessions of this database are waiting for a lock in a claim statement. */
+const waitingInBatches = async () =>
+  (
+    await database.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock' and query like '%claim_%batch(%'`
+  )[0]?.n ?? 0;
+
+describe("Idempotency-Keys across transactions", () => {
+  it.each([
+    ["claims (claim_keyed_batch)", false],
+    ["releases (claim_request_batch)", true],
+  ] as const)(
+    "lets exactly one of two transactions on two coupons apply a key both take, for %s: the other waits, then REUSED",
+    async (label, release) => {
+      const [first, second] = [`cross-1-${release}`, `cross-2-${release}`];
+      for (const name of [first, second]) {
+        await createCoupon(database.handle.db, name, 3);
+        await outcomes(name, ["a"]);
+      }
+      // A release of a holder, or a claim by a newcomer: applied, either changes the coupon.
+      const user = release ? "a" : "n";
+      const [key, own] = [newKey("cross"), newKey("cross")];
+      const session = await database.sql.reserve();
+      try {
+        await session`begin`;
+        expect((await rawBatch(session, first, { user, release, key }))[0]?.outcome).toBe(
+          release ? "released" : "created",
+        );
+        let settled = false;
+        // With the shared key, an unkeyed claim and a claim under a key of its own: those two apply once.
+        const other = decideKeyed(second, [{ user, release, key }, { user: "b" }, { user: "c", key: own }]).finally(
+          () => {
+            settled = true;
+          },
+        );
+        await until(async () => (await waitingInBatches()) === 1, `the ${label} on ${second} waiting for the key`);
+        expect(settled).toBe(false);
+        await session`commit`;
+        expect((await other).decisions.map((d) => d.outcome)).toEqual(["idempotency_key_reused", "created", "created"]);
+      } finally {
+        await session`rollback`.catch(() => {});
+        session.release();
+      }
+      expect(await keyRow(key)).toMatchObject({ fingerprint: fingerprintOf(first, { user, release }) });
+      expect(await keyRow(own)).toMatchObject({ outcome: "created", remaining: 0 });
+      expect(await stateOf(second)).toEqual({ remaining: 0, holders: ["a", "b", "c"], released: [] });
+      expect(await stateOf(first)).toEqual(
+        release ? { remaining: 3, holders: [], released: ["a"] } : { remaining: 1, holders: ["a", "n"], released: [] },
+      );
+      await expectStockInvariant(database.sql, second);
+    },
+  );
+
+  it("lets the waiting transaction apply the key when the one holding it rolls back", async () => {
+    await createCoupon(database.handle.db, "cross-rollback-1", 2);
+    await createCoupon(database.handle.db, "cross-rollback-2", 2);
+    const key = newKey("cross-rollback");
+    const session = await database.sql.reserve();
+    try {
+      await session`begin`;
+      await rawBatch(session, "cross-rollback-1", { user: "a", key });
+      const other = decideKeyed("cross-rollback-2", [{ user: "a", key }]);
+      await until(async () => (await waitingInBatches()) === 1, "the claim waiting for the key");
+      await session`rollback`;
+      expect((await other).decisions.map((d) => d.outcome)).toEqual(["created"]);
+    } finally {
+      session.release();
+    }
+    expect(await keyRow(key)).toMatchObject({ fingerprint: fingerprint(CLAIM_ROUTE, ["cross-rollback-2", "a"]) });
+    expect(await stateOf("cross-rollback-1")).toEqual({ remaining: 2, holders: [], released: [] });
+  });
+
+  it.each([
+    ["claim_keyed_batch", false],
+    ["claim_request_batch", true],
+  ] as const)(
+    "never deadlocks two batches (%s) taking overlapping keys in opposite orders: both complete",
+    async (_, withRelease) => {
+      const [x, y] = [`order-x-${withRelease}`, `order-y-${withRelease}`];
+      await createCoupon(database.handle.db, x, 100);
+      await createCoupon(database.handle.db, y, 100);
+      const keys = Array.from({ length: 20 }, (_, i) => `order-${withRelease}-k${String(i).padStart(2, "0")}`);
+      const batch = (order: string[]): Keyed[] => [
+        ...order.map((key) => ({ user: `u-${key}`, key })),
+        ...(withRelease ? [{ user: "nobody", release: true }] : []),
+      ];
+      // A third transaction holds a key in the middle: each batch has taken what comes before it in its
+      // own order when it stops there, so taking keys in arrival order would end in a deadlock.
+      const holder = await database.sql.reserve();
+      try {
+        await holder`begin`;
+        await holder`select idempotency_take(array[${keys[10] as string}]::text[], array['held']::text[],
+        clock_timestamp(), ${HOUR}::float8)`;
+        const results = Promise.allSettled([decideKeyed(x, batch(keys)), decideKeyed(y, batch(keys.toReversed()))]);
+        await until(async () => (await waitingInBatches()) === 2, "both batches waiting for keys");
+        await holder`rollback`;
+        const [first, second] = await results;
+        expect([first.status, second.status]).toEqual(["fulfilled", "fulfilled"]);
+        const ofKey = (result: typeof first, order: string[]) =>
+          new Map(
+            result.status === "fulfilled" ? order.map((key, i) => [key, result.value.decisions[i]?.outcome]) : [],
+          );
+        const [onX, onY] = [ofKey(first, keys), ofKey(second, keys.toReversed())];
+        for (const key of keys)
+          expect([onX.get(key), onY.get(key)].sort()).toEqual(["created", "idempotency_key_reused"]);
+      } finally {
+        await holder`rollback`.catch(() => {});
+        holder.release();
+      }
+      await expectStockInvariant(database.sql, x);
+      await expectStockInvariant(database.sql, y);
+    },
+    20_000,
+  );
+});
+
+/** How to get each outcome the SQL decides for a request under a fresh key. */
+interface Scenario {
+  setup(coupon: string): Promise<unknown>;
+  request: Keyed;
+  /** The path that can decide it: a claim-only batch, a batch with a release, or either. */
+  paths: readonly ("keyed" | "request")[];
+}
+
+const both = ["keyed", "request"] as const;
+const scenarios = {
+  created: { setup: (c) => createCoupon(database.handle.db, c, 1), request: { user: "a" }, paths: both },
+  released: {
+    setup: async (c) => {
+      await createCoupon(database.handle.db, c, 1);
+      await outcomes(c, ["a"]);
+    },
+    request: { user: "a", release: true },
+    paths: ["request"],
+  },
+  claim_not_found: {
+    setup: (c) => createCoupon(database.handle.db, c, 1),
+    request: { user: "a", release: true },
+    paths: ["request"],
+  },
+  already_claimed: {
+    setup: async (c) => {
+      await createCoupon(database.handle.db, c, 2);
+      await outcomes(c, ["a"]);
+    },
+    request: { user: "a" },
+    paths: both,
+  },
+  sold_out: {
+    setup: async (c) => {
+      await createCoupon(database.handle.db, c, 1);
+      await outcomes(c, ["h"]);
+    },
+    request: { user: "a" },
+    paths: both,
+  },
+  sale_paused: {
+    setup: async (c) => {
+      await createCoupon(database.handle.db, c, 1);
+      await updateCoupon(database.handle.db, c, saleChange("paused"));
+    },
+    request: { user: "a" },
+    paths: both,
+  },
+  sale_not_started: {
+    setup: async (c) => {
+      await createCoupon(database.handle.db, c, 1);
+      await updateCoupon(database.handle.db, c, saleChange("not started"));
+    },
+    request: { user: "a" },
+    paths: both,
+  },
+  sale_ended: {
+    setup: async (c) => {
+      await createCoupon(database.handle.db, c, 1);
+      await updateCoupon(database.handle.db, c, saleChange("ended"));
+    },
+    request: { user: "a" },
+    paths: both,
+  },
+  not_found: { setup: async () => {}, request: { user: "a" }, paths: both },
+  // The key was first used by another request ("h"), whose row stays.
+  idempotency_key_reused: {
+    setup: (c) => createCoupon(database.handle.db, c, 2),
+    request: { user: "a", fp: "another request's fingerprint" },
+    paths: both,
+  },
+} satisfies Record<DecidedOutcome, Scenario>;
+
+describe("outcomes.ts retry flags against what the SQL stores", () => {
+  const cases = Object.entries(scenarios).flatMap(([outcome, scenario]) =>
+    scenario.paths.map((path) => [outcome as DecidedOutcome, path, scenario as Scenario] as const),
+  );
+
+  it.each(cases)(
+    "stores %s (%s path) under its key iff claimRejections does not mark it retry",
+    async (outcome, path, scenario) => {
+      const coupon = `retry-${outcome}-${path}`;
+      await scenario.setup(coupon);
+      const key = newKey(coupon);
+      if (outcome === "idempotency_key_reused") await decideKeyed(coupon, [{ user: "h", key }]);
+      const before = await keyRow(key);
+      // A batch with a release goes to claim_request_batch; "nobody" holds nothing, so it changes nothing.
+      const extra: Keyed[] = path === "request" && !scenario.request.release ? [{ user: "nobody", release: true }] : [];
+      const { decisions } = await decideKeyed(coupon, [{ ...scenario.request, key }, ...extra]);
+      expect(decisions[0]?.outcome).toBe(outcome);
+      const retry = outcome in claimRejections && claimRejections[outcome as ClaimRejection].retry === true;
+      const row = await keyRow(key);
+      if (outcome === "idempotency_key_reused") {
+        // Never stored over the request that holds the key.
+        expect(retry).toBe(false);
+        expect(row).toEqual(before as KeyRow);
+      } else if (retry) expect(row).toBeUndefined();
+      else
+        expect(row).toMatchObject({
+          fingerprint: fingerprintOf(coupon, scenario.request),
+          outcome,
+          remaining: decisions[0]?.remaining ?? null,
+        });
+    },
+  );
+
+  it("covers every outcome the SQL decides with a scenario", () => {
+    const decided: readonly DecidedOutcome[] = [
+      "created",
+      "released",
+      "claim_not_found",
+      "already_claimed",
+      "sold_out",
+      "sale_paused",
+      "sale_not_started",
+      "sale_ended",
+      "not_found",
+      "idempotency_key_reused",
+    ];
+    expect(Object.keys(scenarios).sort()).toEqual([...decided].sort());
   });
 });

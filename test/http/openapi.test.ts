@@ -1,6 +1,7 @@
 // The OpenAPI document as served (GET /docs/json): exact request bodies and query parameters, integers
 // as integers, each error with its own examples (which are what the service really answers), one
-// problem schema by $ref, the bearer scheme, the headers, and only OpenAPI 3.1 schema keywords.
+// problem schema by $ref, the bearer scheme, the headers (Idempotency-Key among those sent), and only
+// OpenAPI 3.1 schema keywords.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { claimRejections } from "../../src/coupons/outcomes";
 import { INSTANT_PATTERN } from "../../src/coupons/schedule";
@@ -9,6 +10,7 @@ import { MAX_BODY_BYTES } from "../../src/http/body";
 import { buildApp } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { type ApiResponse, type Client, client } from "../support/http";
+import { until } from "../support/replicas";
 
 // JSON Schema 2020-12 (core, applicator, unevaluated, validation, meta-data, format, content) plus the
 // OpenAPI 3.1 additions: any other key in a schema is something a tool may not understand.
@@ -256,22 +258,88 @@ describe("GET /docs/json", () => {
       "sale_not_started",
       "sale_ended",
       "sold_out",
+      "idempotency_key_in_use",
     ]);
     expect(responses[409].description).toStartWith(
-      "ALREADY_CLAIMED or SALE_PAUSED or SALE_NOT_STARTED or SALE_ENDED or SOLD_OUT, checked in that order",
+      "ALREADY_CLAIMED or SALE_PAUSED or SALE_NOT_STARTED or SALE_ENDED or SOLD_OUT or IDEMPOTENCY_KEY_IN_USE: the sale's checked in that order",
     );
     expect(Object.keys(examples(404))).toEqual(["not_found"]);
+    expect(Object.keys(examples(422))).toEqual(["idempotency_key_reused"]);
     const release = doc.paths["/api/coupons/{name}/claims/{user_id}"].delete.responses;
     expect(Object.keys(release[404].content["application/problem+json"].examples)).toEqual([
       "not_found",
       "claim_not_found",
     ]);
-    expect(Object.keys(release).filter((status) => status === "409")).toEqual([]); // a release is never refused for the sale
+    // A release is never refused for the sale: its only 409 is the key's.
+    expect(Object.keys(release[409].content["application/problem+json"].examples)).toEqual(["idempotency_key_in_use"]);
     for (const [outcome, rejection] of Object.entries(claimRejections)) {
       const statuses = outcome === "claim_not_found" ? release : responses;
       const value = statuses[errorStatus[rejection.code]].content["application/problem+json"].examples[outcome].value;
       expect({ code: value.code, detail: value.detail }).toEqual({ code: rejection.code, detail: rejection.detail });
     }
+  });
+
+  it("documents the key's refusals on create, claim and release from the outcome table: 422 reused, 409 in use", () => {
+    const keyed = [
+      doc.paths["/api/coupons"].post,
+      doc.paths["/api/coupons/claim"].post,
+      doc.paths["/api/coupons/{name}/claims/{user_id}"].delete,
+    ];
+    const create = doc.paths["/api/coupons"].post.responses;
+    expect(Object.keys(create[409].content["application/problem+json"].examples)).toEqual([
+      "COUPON_EXISTS",
+      "idempotency_key_in_use",
+    ]);
+    for (const operation of keyed) {
+      const examples = (status: number) => operation.responses[status].content["application/problem+json"].examples;
+      expect(Object.keys(examples(422))).toEqual(["idempotency_key_reused"]);
+      for (const [status, outcome] of [
+        [422, "idempotency_key_reused"],
+        [409, "idempotency_key_in_use"],
+      ] as const) {
+        const { code, detail } = examples(status)[outcome].value;
+        const rejection = claimRejections[outcome];
+        expect({ code, detail }).toEqual({ code: rejection.code, detail: rejection.detail });
+      }
+      expect(examples(400).badKey.value.detail).toBe(
+        "Idempotency-Key: must be 1..255 printable ASCII characters (a quoted string counts without its quotes)",
+      );
+    }
+    const unkeyed = operations(doc).filter(({ operation }) => !keyed.includes(operation));
+    for (const { path, method, operation } of unkeyed) {
+      expect(Object.keys(operation.responses), `${method} ${path}`).not.toContain("422");
+    }
+  });
+
+  it("documents the optional Idempotency-Key header on create, claim and release, and on no other operation", () => {
+    const keyParameter = (operation: Json) =>
+      ((operation.parameters ?? []) as Json[]).filter(
+        (parameter) => parameter.in === "header" && parameter.name.toLowerCase() === "idempotency-key",
+      );
+    const keyed = ["post /api/coupons", "post /api/coupons/claim", "delete /api/coupons/{name}/claims/{user_id}"];
+    const descriptions = new Set<string>();
+    for (const { path, method, operation } of operations(doc)) {
+      const found = keyParameter(operation);
+      if (!keyed.includes(`${method} ${path}`)) {
+        expect(found, `${method} ${path}`).toEqual([]);
+        continue;
+      }
+      expect(found, `${method} ${path}`).toHaveLength(1);
+      const [parameter] = found as [Json];
+      expect(parameter.required, `${method} ${path}`).toBe(false);
+      expect(parameter.schema.type, `${method} ${path}`).toBe("string");
+      // Release declares it as a header schema, which carries the description inside the schema.
+      descriptions.add(parameter.description ?? parameter.schema.description);
+    }
+    expect(descriptions.size).toBe(1);
+    const [description] = descriptions as Set<string>;
+    for (const rule of [
+      "1..255 printable ASCII",
+      "Idempotent-Replayed: true",
+      "IDEMPOTENCY_TTL",
+      "IDEMPOTENCY_KEY_REUSED",
+    ])
+      expect(description).toContain(rule);
   });
 
   it("offers the bearer scheme on create, PATCH and release only, where it is needed when ADMIN_TOKEN is set", () => {
@@ -290,26 +358,41 @@ describe("GET /docs/json", () => {
     }
   });
 
-  it("declares X-Request-Id on every answer, Location on a create's 201, Retry-After on every 503 problem and the claim's 409", () => {
+  it("declares X-Request-Id on every answer, Location on a create's 201, Retry-After on every 503 problem and every 409 of a keyed route, Idempotent-Replayed on the answers a key stores", () => {
     const ref = (name: string) => ({ $ref: `#/components/headers/${name}` });
+    // The answers a key stores and gives again: successes and the refusals that are not a retry's.
+    const replayable = [
+      "post /api/coupons 201",
+      "post /api/coupons 409",
+      "post /api/coupons/claim 201",
+      "post /api/coupons/claim 404",
+      "post /api/coupons/claim 409",
+      "delete /api/coupons/{name}/claims/{user_id} 200",
+      "delete /api/coupons/{name}/claims/{user_id} 404",
+    ];
+    const keyed = ["post /api/coupons", "post /api/coupons/claim", "delete /api/coupons/{name}/claims/{user_id}"];
     for (const { path, method, operation } of operations(doc)) {
       for (const [status, response] of Object.entries(operation.responses as Json)) {
+        const where = `${method} ${path} ${status}`;
         expect(response.headers["X-Request-Id"]).toEqual(ref("X-Request-Id"));
         const problem = !!response.content["application/problem+json"];
-        const retry =
-          problem && (status === "503" || (`${method} ${path}` === "post /api/coupons/claim" && status === "409"));
-        expect(response.headers["Retry-After"], `${method} ${path} ${status}`).toEqual(
-          retry ? ref("Retry-After") : undefined,
+        // A 409 of a keyed route can be IDEMPOTENCY_KEY_IN_USE (and the claim's SALE_NOT_STARTED).
+        const retry = problem && (status === "503" || (keyed.includes(`${method} ${path}`) && status === "409"));
+        expect(response.headers["Retry-After"], where).toEqual(retry ? ref("Retry-After") : undefined);
+        expect(response.headers["Idempotent-Replayed"], where).toEqual(
+          replayable.includes(where) ? ref("Idempotent-Replayed") : undefined,
         );
       }
     }
     expect(doc.paths["/api/coupons"].post.responses["201"].headers.Location).toEqual(ref("Location"));
     expect(Object.keys(doc.components.headers).sort()).toEqual([
+      "Idempotent-Replayed",
       "Location",
       "Retry-After",
       "WWW-Authenticate",
       "X-Request-Id",
     ]);
+    expect(doc.components.headers["Idempotent-Replayed"].schema).toEqual({ type: "string", enum: ["true"] });
   });
 });
 
@@ -318,6 +401,10 @@ describe("the documented examples", () => {
     doc.paths[path][method].responses[status].content["application/problem+json"].examples as Json;
   const json = { "content-type": "application/json" };
   const big = JSON.stringify({ name: "x".repeat(MAX_BODY_BYTES), amount: 1 });
+
+  // A key used for one request, then sent with another; a key that is not 1..255 printable ASCII.
+  const reusedKey = { "idempotency-key": "example-reused-key" };
+  const badKey = { "idempotency-key": "k".repeat(256) };
 
   // Each documented example with the request that provokes it; the rest cannot be provoked here.
   const backwards = { starts_at: "2026-11-27T21:00:00Z", ends_at: "2026-11-27T09:00:00Z" };
@@ -388,6 +475,88 @@ describe("the documented examples", () => {
       guarded.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42", {
         headers: { authorization: "Bearer wrong" },
       }),
+    "post /api/coupons 400 badKey": () => api.post("/api/coupons", { name: "BAD_KEY", amount: 1 }, badKey),
+    "post /api/coupons/claim 400 badKey": () =>
+      api.post("/api/coupons/claim", { user_id: "user-42", coupon_name: "BLACK_FRIDAY" }, badKey),
+    "delete /api/coupons/{name}/claims/{user_id} 400 badKey": () =>
+      api.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42", { headers: badKey }),
+    "post /api/coupons 422 idempotency_key_reused": async () => {
+      await api.post("/api/coupons", { name: "REUSED_KEY", amount: 1 }, reusedKey);
+      return api.post("/api/coupons", { name: "REUSED_KEY", amount: 2 }, reusedKey);
+    },
+    "post /api/coupons/claim 422 idempotency_key_reused": () =>
+      api.post("/api/coupons/claim", { user_id: "user-42", coupon_name: "BLACK_FRIDAY" }, reusedKey),
+    "delete /api/coupons/{name}/claims/{user_id} 422 idempotency_key_reused": () =>
+      api.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42", { headers: reusedKey }),
+    "post /api/coupons 409 idempotency_key_in_use": async () => (await keyInUse()).create,
+    "post /api/coupons/claim 409 idempotency_key_in_use": async () => (await keyInUse()).claim,
+    "delete /api/coupons/{name}/claims/{user_id} 409 idempotency_key_in_use": async () => (await keyInUse()).release,
+  };
+
+  /**
+   * IDEMPOTENCY_KEY_IN_USE on each keyed route, from an app with a 1.5 s deadline. The key's row is
+   * held by an open transaction, so a create with the key waits for it in the database; a second
+   * create waits its turn in the process, and then waits in the database for a whole deadline again
+   * (as a create does once it runs). Requests queued behind that one reach their deadlines first.
+   */
+  let inUse: Promise<Record<"create" | "claim" | "release", ApiResponse>> | undefined;
+  const keyInUse = () => {
+    inUse ??= (async () => {
+      const slowApp = buildApp(database.handle.db, { timeoutMs: 1500 }).app;
+      const slow = client(slowApp);
+      const inUseKey = { "idempotency-key": "example-key-in-use" };
+      const holder = await database.sql.reserve();
+      const lockWaits = async () =>
+        (
+          await database.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity
+            where datname = current_database() and wait_event_type = 'Lock'`
+        )[0]?.n ?? 0;
+      try {
+        await holder`begin`;
+        await holder`insert into idempotency_keys (key, fingerprint, created_at, expires_at)
+          values (${inUseKey["idempotency-key"]}, 'held by the test', now(), now() + interval '1 hour')`;
+        const body = { name: "KEY_IN_USE", amount: 1 };
+        const first = slow.post("/api/coupons", body, inUseKey);
+        await until(async () => (await lockWaits()) >= 1, "the first create waiting for the key's row");
+        // The second create's body is streamed, so the test knows when it was read: from there to
+        // its wait for the key only promise callbacks run.
+        let sent = false;
+        let markRead = () => {};
+        const read = new Promise<void>((resolve) => {
+          markRead = resolve;
+        });
+        const stream = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (sent) {
+              controller.close();
+              markRead();
+            } else controller.enqueue(new TextEncoder().encode(JSON.stringify(body)));
+            sent = true;
+          },
+        });
+        const second = slowApp.handle(
+          new Request("http://localhost/api/coupons", {
+            method: "POST",
+            headers: { ...json, ...inUseKey },
+            body: stream,
+          }),
+        );
+        await read;
+        await Bun.sleep(10);
+        const [create, claim, release] = await Promise.all([
+          slow.post("/api/coupons", body, inUseKey),
+          slow.post("/api/coupons/claim", { user_id: "user-42", coupon_name: "BLACK_FRIDAY" }, inUseKey),
+          slow.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42", { headers: inUseKey }),
+        ]);
+        await holder`rollback`;
+        await Promise.all([first, second]);
+        return { create, claim, release } as Record<"create" | "claim" | "release", ApiResponse>;
+      } finally {
+        await holder`rollback`.catch(() => {});
+        holder.release();
+      }
+    })();
+    return inUse;
   };
 
   it("are byte for byte what the service answers (but the request id, and the path where it must differ)", async () => {

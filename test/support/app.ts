@@ -16,6 +16,7 @@ export interface TestAppOptions extends Partial<ClaimerOptions> {
   bodyBytesInFlightMax?: number;
   readSlots?: ReadSlots;
   log?: Logger;
+  idempotencyTtlMs?: number;
 }
 
 /** The app as main.ts wires it, with test-friendly defaults (silent logs). */
@@ -45,6 +46,7 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     isDraining: options.isDraining,
     isClosing: options.isClosing,
     requestTimeoutMs: options.timeoutMs,
+    idempotencyTtlMs: options.idempotencyTtlMs,
     bodyBytesInFlightMax: options.bodyBytesInFlightMax,
     readSlots: options.readSlots,
   });

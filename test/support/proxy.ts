@@ -1,32 +1,41 @@
-// A TCP proxy of the test's own between the service and PostgreSQL, to cut, stall and restore the
-// database connection mid-load without touching the shared database server.
+// A TCP proxy of the test's own between a client and a server (the service and PostgreSQL, or an HTTP
+// client and the service), to cut, stall and restore a connection mid-load without touching either.
 import net from "node:net";
 
+/** Which way a stall holds bytes: both ways, only the server's answers, or only the client's requests. */
+export type StallDirection = "both" | "to-client" | "to-server";
+
 interface Link {
-  sockets: [net.Socket, net.Socket];
+  sockets: [client: net.Socket, upstream: net.Socket];
   held: [net.Socket, Buffer][];
 }
 
 export interface FaultProxy {
-  /** A copy of `databaseUrl` pointing at the proxy. */
+  /** A copy of `targetUrl` pointing at the proxy. */
   url: string;
   /** Drops every connection and refuses new ones (database down or restarting). */
   cut(): void;
-  /** Keeps connections open but forwards nothing, either way (a hung network or database). */
-  stall(): void;
-  /** Back to forwarding normally. */
+  /**
+   * Keeps connections open but forwards nothing (a hung network or database), either way by default;
+   * "to-client" holds only what the server sends (a request delivered, its answer lost in transit).
+   */
+  stall(direction?: StallDirection): void;
+  /** Back to forwarding normally, held bytes first. */
   restore(): void;
+  /** The bytes held so far on their way to the proxy's clients (dropped with their connection). */
+  heldForClients(): Buffer;
   close(): Promise<void>;
 }
 
-/** Starts a proxy on 127.0.0.1 in front of the PostgreSQL that `databaseUrl` names. */
-export async function startFaultProxy(databaseUrl: string): Promise<FaultProxy> {
-  const target = new URL(databaseUrl);
+/** Starts a proxy on 127.0.0.1 in front of the server (PostgreSQL, or any TCP server) that `targetUrl` names. */
+export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
+  const target = new URL(targetUrl);
   const links = new Set<Link>();
-  let mode: "open" | "cut" | "stall" = "open";
+  let refusing = false;
+  const stalled = { toClient: false, toServer: false };
 
   const server = net.createServer((client) => {
-    if (mode === "cut") {
+    if (refusing) {
       client.destroy();
       return;
     }
@@ -34,12 +43,12 @@ export async function startFaultProxy(databaseUrl: string): Promise<FaultProxy> 
     const link: Link = { sockets: [client, upstream], held: [] };
     links.add(link);
     // Forwarded by hand (not pipe(), which resumes paused sockets): while stalled, chunks are held.
-    const forward = (to: net.Socket) => (chunk: Buffer) => {
-      if (mode === "stall") link.held.push([to, chunk]);
+    const forward = (to: net.Socket, way: keyof typeof stalled) => (chunk: Buffer) => {
+      if (stalled[way]) link.held.push([to, chunk]);
       else to.write(chunk);
     };
-    client.on("data", forward(upstream));
-    upstream.on("data", forward(client));
+    client.on("data", forward(upstream, "toServer"));
+    upstream.on("data", forward(client, "toClient"));
     const drop = () => {
       links.delete(link);
       client.destroy();
@@ -49,7 +58,7 @@ export async function startFaultProxy(databaseUrl: string): Promise<FaultProxy> 
     upstream.on("error", drop).on("close", drop);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const url = new URL(databaseUrl);
+  const url = new URL(targetUrl);
   url.hostname = "127.0.0.1";
   url.port = String((server.address() as net.AddressInfo).port);
 
@@ -60,21 +69,31 @@ export async function startFaultProxy(databaseUrl: string): Promise<FaultProxy> 
   return {
     url: url.href,
     cut() {
-      mode = "cut";
+      refusing = true;
       destroyAll();
     },
-    stall() {
-      mode = "stall";
+    stall(direction = "both") {
+      refusing = false;
+      stalled.toClient = direction !== "to-server";
+      stalled.toServer = direction !== "to-client";
     },
     restore() {
-      mode = "open";
+      refusing = false;
+      stalled.toClient = false;
+      stalled.toServer = false;
       for (const link of links) {
         for (const [to, chunk] of link.held) to.write(chunk);
         link.held = [];
       }
     },
+    heldForClients() {
+      const chunks = [...links].flatMap((link) =>
+        link.held.filter(([to]) => to === link.sockets[0]).map(([, chunk]) => chunk),
+      );
+      return Buffer.concat(chunks);
+    },
     close() {
-      mode = "cut";
+      refusing = true;
       destroyAll();
       return new Promise((resolve) => server.close(() => resolve()));
     },
