@@ -8,7 +8,7 @@ CREATE TABLE "idempotency_keys" (
 	"expires_at" timestamp with time zone NOT NULL
 );
 --> statement-breakpoint
-CREATE INDEX "idempotency_keys_expires_at_idx" ON "idempotency_keys" USING btree ("expires_at");--> statement-breakpoint
+CREATE INDEX "idempotency_keys_expires_at_idx" ON "idempotency_keys" USING brin ("expires_at");--> statement-breakpoint
 -- Takes the Idempotency-Keys of one transaction (coupons/idempotency.ts): each key not held yet, or
 -- held only by an expired row, becomes a pending row of this transaction (outcome null). A key that
 -- another transaction holds uncommitted (the same key in flight on another replica) is waited for here,
@@ -140,16 +140,18 @@ BEGIN
 END
 $$;
 --> statement-breakpoint
--- A claim-only batch with Idempotency-Keys, kept set-based: the requests to decide now (no key, or the
--- first request of a key not held yet) go to claim_batch in one call, in arrival order; the others are
--- answered from the stored decisions (replayed), or idempotency_key_reused, or, for a later copy of a
--- key decided in this batch, with that decision. Each key row is written once, with its decision,
--- in this transaction (not the answers that invite a retry: sale_paused, sale_not_started).
--- Deciding before writing the keys saves a write per key on the hottest path; the price is the race
--- it leaves: a key another transaction (another coupon's batch) took meanwhile. The insert then waits
--- for that transaction and finds the key held, and the whole batch is undone with SQLSTATE CK001, so
--- the caller decides it again with claim_request_batch, which takes its keys first.
--- Each row answers with the stock after its own request, as claim_request_batch does.
+-- A claim-only batch with Idempotency-Keys, all different (the caller sends a batch that repeats a key
+-- to claim_request_batch), kept set-based: the requests to decide now (no key, or a key with no
+-- live stored decision) go to claim_batch in one call, in arrival order; the others are answered from
+-- the stored decisions (replayed), or idempotency_key_reused when the fingerprints differ. Each key
+-- row is written once, with its decision, in this transaction (not the answers that invite a retry:
+-- sale_paused, sale_not_started). Deciding before writing the keys saves a write per key on the
+-- hottest path; the price is the race it leaves: a key another transaction (another coupon's batch)
+-- took meanwhile. The insert then waits for that transaction and fails on the key's unique index,
+-- which undoes the whole batch; the caller then decides its requests one per call, where that key is
+-- found held (claim-sql.ts, as for any unique violation). Each row answers with the stock after its
+-- own request, as claim_request_batch does. Plain statements over arrays, and the hot case (every
+-- key new) answered without reading the keys again: measured the cheapest (docs/benchmarks.md).
 CREATE FUNCTION claim_keyed_batch(
   p_coupon text, p_users text[], p_keys text[], p_fingerprints text[], p_ttl_ms double precision
 )
@@ -161,98 +163,63 @@ AS $$
 #variable_conflict use_column
 DECLARE
   v_now timestamptz;
+  v_n integer := coalesce(array_length(p_users, 1), 0);
+  v_ords integer[];
+  v_users text[];
+  v_expired text[];
   v_outcomes text[];
-  v_decided_at timestamptz[];
-  v_remaining integer[];
+  v_at timestamptz[];
   v_opens double precision[];
-  v_replayed boolean[];
-  v_expected integer;
-  v_kept integer;
+  v_remaining integer[];
+  v_after integer;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtextextended(p_coupon, 0));
   v_now := clock_timestamp();
-  WITH req AS (
-    SELECT r.user_id, r.key, r.fp, r.ord::int AS ord
-    FROM unnest(p_users, p_keys, p_fingerprints) WITH ORDINALITY AS r(user_id, key, fp, ord)
-  ),
-  classified AS (
-    SELECT req.*, k.fingerprint AS held_fp, k.outcome AS held_outcome, k.decided_at AS held_at,
-      k.remaining AS held_remaining,
-      first_value(req.ord) OVER (PARTITION BY req.key ORDER BY req.ord) AS first_ord,
-      first_value(req.fp) OVER (PARTITION BY req.key ORDER BY req.ord) AS first_fp
-    FROM req LEFT JOIN idempotency_keys k ON k.key = req.key AND k.expires_at > v_now
-  ),
-  fresh AS (
-    SELECT c.ord, c.key, c.fp, c.user_id, row_number() OVER (ORDER BY c.ord) AS n FROM classified c
-    WHERE c.key IS NULL OR (c.held_fp IS NULL AND c.ord = c.first_ord)
-  ),
-  decided AS (
-    SELECT d.outcome, d.claimed_at, d.remaining, d.opens_in_ms, d.n
-    FROM claim_batch(p_coupon, ARRAY(SELECT f.user_id FROM fresh f ORDER BY f.ord))
-      WITH ORDINALITY AS d(outcome, claimed_at, remaining, opens_in_ms, n)
-  ),
-  -- claim_batch answers with the stock after the whole batch: add back the wins after each row.
-  answered AS (
-    SELECT f.ord, f.key, f.fp, d.outcome, d.claimed_at, d.opens_in_ms,
-      d.remaining + count(*) FILTER (WHERE d.outcome = 'created')
-        OVER (ORDER BY d.n ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS remaining,
-      d.outcome NOT IN ('sale_paused', 'sale_not_started') AS stored
-    FROM fresh f JOIN decided d ON d.n = f.n
-  ),
-  -- In key order, as idempotency_take, so two batches that share keys cannot wait on each other.
-  kept AS (
-    INSERT INTO idempotency_keys AS k (key, fingerprint, outcome, decided_at, remaining, created_at, expires_at)
-    SELECT a.key, a.fp, a.outcome, a.claimed_at, a.remaining, v_now, v_now + p_ttl_ms * interval '1 millisecond'
-    FROM answered a WHERE a.key IS NOT NULL AND a.stored ORDER BY a.key
-    ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, outcome = excluded.outcome,
-      decided_at = excluded.decided_at, remaining = excluded.remaining, created_at = excluded.created_at,
-      expires_at = excluded.expires_at
-    WHERE k.expires_at <= v_now
-    RETURNING k.key
-  ),
-  answers AS (
-    SELECT c.ord,
-      CASE
-        WHEN c.held_fp IS NOT NULL AND c.held_fp <> c.fp THEN 'idempotency_key_reused'
-        WHEN c.held_fp IS NOT NULL THEN c.held_outcome
-        WHEN a.ord IS NOT NULL THEN a.outcome
-        WHEN c.fp <> c.first_fp THEN 'idempotency_key_reused'
-        ELSE f.outcome
-      END AS outcome,
-      CASE
-        WHEN c.held_fp IS NOT NULL AND c.held_fp <> c.fp THEN NULL
-        WHEN c.held_fp IS NOT NULL THEN c.held_at
-        WHEN a.ord IS NOT NULL THEN a.claimed_at
-        WHEN c.fp <> c.first_fp THEN NULL
-        ELSE f.claimed_at
-      END AS decided_at,
-      CASE
-        WHEN c.held_fp IS NOT NULL AND c.held_fp <> c.fp THEN NULL
-        WHEN c.held_fp IS NOT NULL THEN c.held_remaining
-        WHEN a.ord IS NOT NULL THEN a.remaining
-        WHEN c.fp <> c.first_fp THEN NULL
-        ELSE f.remaining
-      END::integer AS remaining,
-      CASE WHEN a.ord IS NOT NULL THEN a.opens_in_ms WHEN c.fp = c.first_fp THEN f.opens_in_ms END AS opens_in_ms,
-      CASE
-        WHEN c.held_fp IS NOT NULL THEN c.held_fp = c.fp
-        WHEN a.ord IS NOT NULL THEN false
-        ELSE c.fp = c.first_fp AND coalesce(f.stored, false)
-      END AS replayed
-    FROM classified c
-    LEFT JOIN answered a ON a.ord = c.ord
-    LEFT JOIN answered f ON a.ord IS NULL AND c.held_fp IS NULL AND f.ord = c.first_ord
-  )
-  SELECT array_agg(x.outcome ORDER BY x.ord), array_agg(x.decided_at ORDER BY x.ord),
-    array_agg(x.remaining ORDER BY x.ord), array_agg(x.opens_in_ms ORDER BY x.ord),
-    array_agg(x.replayed ORDER BY x.ord),
-    (SELECT count(*) FROM answered a WHERE a.key IS NOT NULL AND a.stored), (SELECT count(*) FROM kept)
-  INTO v_outcomes, v_decided_at, v_remaining, v_opens, v_replayed, v_expected, v_kept
-  FROM answers x;
-  IF v_kept < v_expected THEN
-    RAISE EXCEPTION 'an Idempotency-Key of this batch was taken by another transaction meanwhile'
-      USING ERRCODE = 'CK001';
+  -- The requests decided now: no key, or a key without a live stored decision (an expired one goes).
+  SELECT coalesce(array_agg(r.ord::int ORDER BY r.ord) FILTER (WHERE k.expires_at IS NULL OR k.expires_at <= v_now), '{}'),
+    coalesce(array_agg(r.user_id ORDER BY r.ord) FILTER (WHERE k.expires_at IS NULL OR k.expires_at <= v_now), '{}'),
+    array_agg(k.key) FILTER (WHERE k.expires_at <= v_now)
+  INTO v_ords, v_users, v_expired
+  FROM unnest(p_users, p_keys) WITH ORDINALITY AS r(user_id, key, ord)
+  LEFT JOIN idempotency_keys k ON k.key = r.key;
+  IF v_expired IS NOT NULL THEN
+    DELETE FROM idempotency_keys k WHERE k.key = ANY (v_expired);
   END IF;
-  RETURN QUERY SELECT * FROM unnest(v_outcomes, v_decided_at, v_remaining, v_opens, v_replayed);
+  SELECT coalesce(array_agg(d.outcome ORDER BY d.n), '{}'), coalesce(array_agg(d.claimed_at ORDER BY d.n), '{}'),
+    coalesce(array_agg(d.opens_in_ms ORDER BY d.n), '{}'), min(d.remaining)
+  INTO v_outcomes, v_at, v_opens, v_after
+  FROM claim_batch(p_coupon, v_users) WITH ORDINALITY AS d(outcome, claimed_at, remaining, opens_in_ms, n);
+  -- claim_batch answers with the stock after the whole batch: add back the wins after each row.
+  v_remaining := array_fill(NULL::integer, ARRAY[coalesce(array_length(v_ords, 1), 0)]);
+  FOR i IN REVERSE coalesce(array_length(v_ords, 1), 0) .. 1 LOOP
+    v_remaining[i] := v_after;
+    IF v_outcomes[i] = 'created' THEN
+      v_after := v_after + 1;
+    END IF;
+  END LOOP;
+  -- In key order, as idempotency_take, so two batches that share keys cannot wait on each other.
+  INSERT INTO idempotency_keys (key, fingerprint, outcome, decided_at, remaining, created_at, expires_at)
+  SELECT p_keys[f.ord], p_fingerprints[f.ord], f.outcome, f.at, f.remaining, v_now,
+    v_now + p_ttl_ms * interval '1 millisecond'
+  FROM unnest(v_ords, v_outcomes, v_at, v_remaining) AS f(ord, outcome, at, remaining)
+  WHERE p_keys[f.ord] IS NOT NULL AND f.outcome NOT IN ('sale_paused', 'sale_not_started')
+  ORDER BY p_keys[f.ord];
+  IF array_length(v_ords, 1) = v_n THEN
+    RETURN QUERY SELECT f.outcome, f.at, f.remaining, f.opens, false
+      FROM unnest(v_outcomes, v_at, v_remaining, v_opens) AS f(outcome, at, remaining, opens);
+    RETURN;
+  END IF;
+  RETURN QUERY
+  SELECT
+    CASE WHEN f.ord IS NOT NULL THEN f.outcome WHEN k.fingerprint <> r.fp THEN 'idempotency_key_reused' ELSE k.outcome END,
+    CASE WHEN f.ord IS NOT NULL THEN f.at WHEN k.fingerprint <> r.fp THEN NULL ELSE k.decided_at END,
+    CASE WHEN f.ord IS NOT NULL THEN f.remaining WHEN k.fingerprint <> r.fp THEN NULL ELSE k.remaining END,
+    f.opens,
+    f.ord IS NULL AND k.fingerprint = r.fp
+  FROM unnest(p_keys, p_fingerprints) WITH ORDINALITY AS r(key, fp, ord)
+  LEFT JOIN unnest(v_ords, v_outcomes, v_at, v_remaining, v_opens) AS f(ord, outcome, at, remaining, opens)
+    ON f.ord = r.ord
+  LEFT JOIN idempotency_keys k ON f.ord IS NULL AND k.key = r.key
+  ORDER BY r.ord;
 END
 $$;

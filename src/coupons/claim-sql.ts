@@ -11,9 +11,6 @@ import { pgErrorCode, UNIQUE_VIOLATION } from "../db/errors";
 import { queryRows } from "../db/rows";
 import type { DecidedOutcome } from "./outcomes";
 
-/** claim_keyed_batch's SQLSTATE for a key another transaction took while the batch was deciding. */
-const KEY_TAKEN = "CK001";
-
 export interface ClaimDecision {
   outcome: DecidedOutcome;
   /** Set when outcome is "created" (the claim's instant) or "released" (the release's). */
@@ -50,7 +47,7 @@ interface DecisionRow {
 
 /**
  * The one call that decides a batch: set-based claim_batch, claim_keyed_batch (set-based too) with
- * keys, or claim_request_batch (one request at a time) with releases.
+ * keys, or claim_request_batch (one request at a time) with releases, or `oneByOne`.
  */
 function batchCall(
   couponName: string,
@@ -92,8 +89,11 @@ export async function decideClaims(
   keys?: BatchKeys,
   oneByOne = false,
 ): Promise<BatchResult> {
+  // claim_keyed_batch takes every key once; a batch that repeats one is decided one request at a time.
+  const given = keys?.keys.filter((key) => key !== null) ?? [];
+  const repeats = new Set(given).size < given.length;
   try {
-    const rows = await queryRows<DecisionRow>(db, batchCall(couponName, userIds, releases, keys, oneByOne));
+    const rows = await queryRows<DecisionRow>(db, batchCall(couponName, userIds, releases, keys, oneByOne || repeats));
     // claim_request_batch gives each row the stock after it; claim_batch the stock after the whole
     // batch. Claims only take stock, so counting the wins back from the end gives the same per row.
     const perRow = releases?.includes(true) === true || keys !== undefined;
@@ -110,11 +110,11 @@ export async function decideClaims(
       remaining: rows.findLast((row) => !row.replayed && row.outcome !== "idempotency_key_reused")?.remaining ?? null,
     };
   } catch (error) {
-    // claim_keyed_batch found a key taken by another coupon's batch meanwhile, and undid everything:
-    // claim_request_batch takes the keys before deciding, so it gives that request its true answer.
-    if (pgErrorCode(error) === KEY_TAKEN && !oneByOne)
-      return decideClaims(db, couponName, userIds, releases, keys, true);
     if (pgErrorCode(error) !== UNIQUE_VIOLATION) throw error;
+    // claim_keyed_batch writes its keys after deciding: one another coupon's batch took meanwhile
+    // undoes the batch. claim_request_batch takes the keys before deciding (waiting for such a
+    // batch), so it gives that request its true answer.
+    if (keys && !oneByOne) return decideClaims(db, couponName, userIds, releases, keys, true);
     if (userIds.length === 1) return { decisions: [{ outcome: "already_claimed", remaining: null }], remaining: null };
     const decisions: ClaimDecision[] = [];
     let remaining: number | null = null;

@@ -155,7 +155,7 @@ export function startKeyCleanup(db: Database, options: { intervalMs: number; log
           db,
           sql`delete from idempotency_keys where key in (
             select key from idempotency_keys where expires_at <= clock_timestamp()
-            order by expires_at limit 1000 for update skip locked) returning key`,
+            limit 1000 for update skip locked) returning key`,
         );
         batch = rows.length;
         deleted += batch;
