@@ -1,10 +1,10 @@
 -- wrk script for `bun run bench` (bench/run.ts drives it; see docs/benchmarks.md).
 --
---   wrk -t2 -c64 -d10s -s bench/claim.lua http://127.0.0.1:PORT/api/coupons/claim COUPON_NAME
+--   wrk -t2 -c64 -d10s -s bench/claim.lua http://127.0.0.1:PORT/api/coupons/claim COUPON_NAME [keys]
 --   wrk -t2 -c256 -d10s -s bench/claim.lua http://127.0.0.1:PORT/health/live
 --
--- With a coupon name it POSTs one claim per request, each with a distinct user_id ("t<thread>-<n>");
--- without one it GETs the URL. It counts answers per status in every thread (4xx/5xx keyed with the
+-- With a coupon name it POSTs one claim per request, each with a distinct user_id ("t<thread>-<n>"),
+-- and with "keys" also a distinct Idempotency-Key ("<coupon>-t<thread>-<n>"); without one it GETs the URL. It counts answers per status in every thread (4xx/5xx keyed with the
 -- problem code, e.g. "409 SOLD_OUT"), and done() prints one line "BENCH_RESULT {json}".
 
 local threads = {}
@@ -18,6 +18,7 @@ end
 -- Thread state: read the arguments (args[0] is the URL) and reset this thread's counters.
 function init(args)
   coupon = args[1]
+  keyed = args[2] == "keys"
   sent = 0
   statuses = {}
   if coupon then
@@ -34,6 +35,9 @@ function request()
     return static_request
   end
   local body = string.format('{"user_id":"t%d-%d","coupon_name":"%s"}', thread_id, sent, coupon)
+  if keyed then
+    claim_headers["Idempotency-Key"] = string.format("%s-t%d-%d", coupon, thread_id, sent)
+  end
   return wrk.format("POST", nil, claim_headers, body)
 end
 

@@ -15,6 +15,8 @@ interface Scenario {
   connections: number;
   /** CLAIM_BATCH_MAX for the service; undefined = its default. */
   batchMax?: number;
+  /** Every claim carries its own Idempotency-Key. */
+  keys?: boolean;
 }
 
 /** One wrk run, and the coupon it claimed (with the claims made before it). */
@@ -36,6 +38,13 @@ const SCENARIOS: Scenario[] = [
   { id: "hot_c64", label: "hot coupon", kind: "hot", connections: 64 },
   { id: "hot_c256_b1", label: "hot coupon", kind: "hot", connections: 256, batchMax: 1 },
   { id: "hot_c256", label: "hot coupon", kind: "hot", connections: 256 },
+  {
+    id: "hot_c256_keys",
+    label: "hot coupon, Idempotency-Key on every claim",
+    kind: "hot",
+    connections: 256,
+    keys: true,
+  },
   { id: "soldout_c256", label: "sold-out flood", kind: "soldout", connections: 256 },
   { id: "live_c256", label: "GET /health/live", kind: "live", connections: 256 },
 ];
@@ -94,7 +103,7 @@ async function runScenario(
         url: `${service.baseUrl}${path}`,
         connections: scenario.connections,
         seconds: phase === "warmup" ? warmup : seconds,
-        args: coupon ? [coupon] : [],
+        args: coupon ? [coupon, ...(scenario.keys ? ["keys"] : [])] : [],
         servicePid: service.pid,
         databaseName,
       });
@@ -162,6 +171,16 @@ async function checkLedger(databaseUrl: string, runs: Run[]): Promise<string[]> 
     }
     for (const run of runs) {
       if (run.coupon && !rows.some((row) => row.name === run.coupon)) problems.push(`${run.coupon}: coupon missing`);
+    }
+    // Every claim made with a key stored its answer in the same transaction: one key row per claim row.
+    for (const run of runs.filter((candidate) => candidate.scenario.keys && candidate.coupon)) {
+      const coupon = run.coupon as string;
+      const [keys] = await sql<{ count: number }[]>`
+        select count(*)::int as count from idempotency_keys where key like ${`${coupon}-t%`} and outcome = 'created'`;
+      const claims = rows.find((row) => row.name === coupon)?.claims ?? -1;
+      const ok = keys?.count === claims;
+      console.log(`  ${ok ? "PASS" : "FAIL"} ${coupon}: stored keys ${keys?.count} = claim rows ${claims}`);
+      if (!ok) problems.push(`${coupon}: ${keys?.count} stored keys for ${claims} claim rows`);
     }
     return problems;
   } finally {
@@ -235,6 +254,14 @@ function printTargets(runs: Run[]): void {
       `  sold-out flood / GET /health/live @256 = ${ratio.toFixed(2)}x (target >= 0.5x) ${verdict(ratio >= 0.5)}`,
     );
   }
+  const keyed = find("hot_c256_keys");
+  const plain = find("hot_c256");
+  if (keyed && plain) {
+    const ratio = throughput(keyed) / throughput(plain);
+    console.log(
+      `  hot coupon @256 with / without Idempotency-Key = ${ratio.toFixed(2)}x (target >= 0.7x) ${verdict(ratio >= 0.7)}`,
+    );
+  }
   const hot = find("hot_c256");
   if (hot) {
     const p99 = hot.result.p99_us / 1000;
@@ -281,7 +308,9 @@ async function main(): Promise<number> {
     await build();
     console.log(`\nDatabase ${database.name}; wrk -t2, ${seconds}s per measured run after ${warmup}s of warm-up`);
     const runs: Run[] = [];
-    for (const scenario of SCENARIOS) {
+    // BENCH_ONLY=hot_c256,hot_c256_keys runs those rows alone (ids as in SCENARIOS).
+    const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
+    for (const scenario of SCENARIOS.filter((candidate) => !only || only.includes(candidate.id))) {
       const batch = scenario.kind === "live" ? "" : ` CLAIM_BATCH_MAX=${scenario.batchMax ?? "default"}`;
       console.log(`  running ${scenario.label} @${scenario.connections}${batch}`);
       runs.push(...(await runScenario(scenario, database, seconds, warmup)));
