@@ -22,6 +22,13 @@ export const ConfigSchema = Type.Object({
         "where the change feed LISTENs; default DATABASE_URL (behind a transaction pooler, the server itself)",
     }),
   ),
+  MIGRATION_DATABASE_URL: Type.Optional(
+    Type.String({
+      pattern: "^postgres(ql)?://",
+      description:
+        "where migrations run, on a connection of their own; default DATABASE_URL (behind a pooler, the primary itself)",
+    }),
+  ),
   DATA_DIR: Type.String({ minLength: 1, default: "./data", description: "PGlite data folder (embedded mode)" }),
   PORT: Int(0, 65535, 3000, "HTTP port"),
   HOST: Type.String({ minLength: 1, default: "0.0.0.0", description: "HTTP bind address" }),
@@ -120,7 +127,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
           : e.message;
     return `${key}=${shown(key, raw[key])}: ${expected}`;
   });
-  for (const key of ["DATABASE_URL", "LISTEN_DATABASE_URL"] as const) {
+  for (const key of ["DATABASE_URL", "LISTEN_DATABASE_URL", "MIGRATION_DATABASE_URL"] as const) {
     const listed = problems.some((problem) => problem.startsWith(`${key}=`));
     const url = candidate[key];
     if (!listed && typeof url === "string" && !parsesAsUrl(url)) {

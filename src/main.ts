@@ -4,7 +4,7 @@
 import { createApp } from "./app";
 import { parseArgs, usage, VERSION } from "./cli";
 import { ConfigSchema, durationMs, loadConfig } from "./config";
-import { createClaimer } from "./coupons/claims";
+import { claimQueue, createClaimer } from "./coupons/claims";
 import { startKeyCleanup } from "./coupons/idempotency";
 import { createReadSlots } from "./coupons/read-slots";
 import { openDatabase } from "./db/client";
@@ -38,6 +38,9 @@ async function serve(): Promise<void> {
   }
   await database.migrate();
   log.info("migrations applied", { database: database.kind });
+  const lockCheckStart = performance.now();
+  await database.checkLock();
+  log.info("advisory lock self-test passed", { duration_ms: Math.round(performance.now() - lockCheckStart) });
 
   const feed = await database.listen({ log });
   let draining = false;
@@ -57,7 +60,7 @@ async function serve(): Promise<void> {
   const app = createApp({
     db: database.db,
     log,
-    metrics: createMetrics({ claims: claimer.stats, feed }),
+    metrics: createMetrics({ claims: claimer.stats, queue: claimQueue(claimer, config.PENDING_MAX), feed }),
     claimer,
     adminToken: config.ADMIN_TOKEN,
     isDraining: () => draining,

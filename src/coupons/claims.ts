@@ -63,6 +63,8 @@ export interface ClaimStats {
   batches: number;
   /** Claims answered from memory. */
   fromMemory: number;
+  /** Claims and releases sent in those batches (their average size: batched / batches). */
+  batched: number;
 }
 
 export interface Claimer {
@@ -73,6 +75,16 @@ export interface Claimer {
   /** Resolves once no claim is waiting or in flight. */
   drain(): Promise<void>;
   readonly pending: number;
+}
+
+/** The claim path's queue depth as the metrics read it: pending now, and the bound (PENDING_MAX). */
+export function claimQueue(claimer: Pick<Claimer, "pending">, pendingMax: number) {
+  return {
+    get pending() {
+      return claimer.pending;
+    },
+    pendingMax,
+  };
 }
 
 /** A claim arriving now (or at `arrivedAt`) with the configured deadline. */
@@ -115,7 +127,7 @@ function toResult(decision: ClaimDecision): ClaimResult {
 export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
   const decide = options.decide ?? decideClaims;
   const { log } = options;
-  const stats: ClaimStats = { batches: 0, fromMemory: 0 };
+  const stats: ClaimStats = { batches: 0, fromMemory: 0, batched: 0 };
   const answers = createAnswers(db, {
     feed: options.feed,
     maxClaimers: options.soldOutCacheMax,
@@ -137,6 +149,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
     ...options,
     async decide(coupon, requests) {
       stats.batches++;
+      stats.batched += requests.length;
       const users = requests.map((request) => request.user);
       const releases = requests.some((request) => request.release)
         ? requests.map((request) => request.release === true)

@@ -8,6 +8,7 @@ import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import type { Config } from "../config";
 import { announceChange, type ChangeFeed, type FeedOptions, listenPglite, listenPostgres } from "./changes";
+import { checkAdvisoryLock } from "./lock-check";
 import { runMigrations } from "./migrate";
 import { lockDataDir, pgliteAssets } from "./pglite";
 import * as schema from "./schema";
@@ -19,6 +20,11 @@ export interface DatabaseHandle {
   kind: "postgres" | "pglite";
   /** Runs the embedded migrations in one transaction under a transaction-scoped advisory lock. */
   migrate(): Promise<void>;
+  /**
+   * Proves the claim lock excludes on this database (db/lock-check.ts), or throws LockCheckError;
+   * PGlite is one session in this process, where there is nothing to prove.
+   */
+  checkLock(): Promise<void>;
   /** Starts listening for coupon changes on a connection of its own (db/changes.ts). */
   listen(options: FeedOptions): Promise<ChangeFeed>;
   /** Closes the connections, waiting at most `timeoutMs` for queries still running (default 5 s). */
@@ -57,16 +63,45 @@ export function postgresOptions(config: PostgresOptions): postgres.Options<Recor
 }
 
 /**
- * Connects to PostgreSQL at `url` with a pool of DATABASE_POOL_MAX connections; the change feed
- * listens at `listenUrl` (LISTEN_DATABASE_URL), by default the same server.
+ * Runs the migrations over a client of one connection of its own at `url` (MIGRATION_DATABASE_URL:
+ * the primary itself, where the pool goes through a pooler), closed once they are applied.
  */
-export function openPostgres(url: string, config: PostgresOptions, listenUrl = url): DatabaseHandle {
+async function migrateAt(url: string, config: PostgresOptions): Promise<void> {
+  const client = postgres(url, { ...postgresOptions(config), max: 1 });
+  try {
+    await runMigrations(drizzlePostgres(client, { schema }) as unknown as Database);
+  } finally {
+    await client.end({ timeout: 5 });
+  }
+}
+
+/**
+ * Connects to PostgreSQL at `url` with a pool of DATABASE_POOL_MAX connections; the change feed
+ * listens at `listenUrl` (LISTEN_DATABASE_URL) and migrations run at `migrationUrl`
+ * (MIGRATION_DATABASE_URL), both by default the pool's server.
+ */
+export function openPostgres(
+  url: string,
+  config: PostgresOptions,
+  listenUrl = url,
+  migrationUrl?: string,
+): DatabaseHandle {
   const client = postgres(url, postgresOptions(config));
   const db = drizzlePostgres(client, { schema }) as unknown as Database;
   return {
     db,
     kind: "postgres",
-    migrate: () => runMigrations(db),
+    migrate: () => (migrationUrl ? migrateAt(migrationUrl, config) : runMigrations(db)),
+    async checkLock() {
+      // The second session: a connection of its own, so a pool of one (or a pooler) cannot queue it
+      // behind the first session's transaction.
+      const second = postgres(url, { ...postgresOptions(config), max: 1 });
+      try {
+        await checkAdvisoryLock(db, drizzlePostgres(second, { schema }) as unknown as Database);
+      } finally {
+        await second.end({ timeout: 5 });
+      }
+    },
     listen: async (options) =>
       listenPostgres(listenUrl, config, { probe: (payload) => db.execute(announceChange(payload)), ...options }),
     close: (timeoutMs = 5000) => client.end({ timeout: timeoutMs / 1000 }),
@@ -84,7 +119,7 @@ export async function openPglite(dataDir: string): Promise<DatabaseHandle> {
       unlock();
     };
     const listen = (options: FeedOptions) => listenPglite(client, options);
-    return { db, kind: "pglite", migrate: () => runMigrations(db), listen, close };
+    return { db, kind: "pglite", migrate: () => runMigrations(db), checkLock: async () => {}, listen, close };
   } catch (error) {
     unlock();
     throw error;
@@ -94,7 +129,7 @@ export async function openPglite(dataDir: string): Promise<DatabaseHandle> {
 /** Opens whichever database the configuration asks for. */
 export function openDatabase(config: Config): Promise<DatabaseHandle> | DatabaseHandle {
   return config.DATABASE_URL
-    ? openPostgres(config.DATABASE_URL, config, config.LISTEN_DATABASE_URL)
+    ? openPostgres(config.DATABASE_URL, config, config.LISTEN_DATABASE_URL, config.MIGRATION_DATABASE_URL)
     : openPglite(config.DATA_DIR);
 }
 

@@ -13,14 +13,25 @@ export interface Metrics {
 /** What the metrics read at each scrape. */
 export interface MetricSources {
   claims?: Readonly<ClaimStats>;
+  /** The claim path's queues: claims waiting or in flight now, and the bound (PENDING_MAX). */
+  queue?: { readonly pending: number; readonly pendingMax: number };
   feed?: { readonly live: boolean; readonly clock: { offsetMs: number } };
 }
 
-/** Creates the registry: requests, claim outcomes, the claim path's counts, the change feed, the process. */
+/** Creates the registry: requests, claim outcomes, the claim path's counts and queues, the change feed, the process. */
 export function createMetrics(sources: MetricSources = {}): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const { claims: stats, feed } = sources;
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
   if (stats) {
     const counted = (name: string, help: string, read: () => number) =>
       new Counter({
@@ -34,28 +45,34 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
       });
     counted("coupon_claim_batches_total", "Claim batches sent to the database", () => stats.batches);
     counted(
+      "coupon_claims_batched_total",
+      "Claims and releases sent to the database in batches (average batch size: this / batches)",
+      () => stats.batched,
+    );
+    counted(
       "coupon_claims_from_memory_total",
       "Claims answered from memory, without the database",
       () => stats.fromMemory,
     );
   }
+  if (sources.queue) {
+    const { queue } = sources;
+    gauge("coupon_claims_pending", "Claims and releases waiting or in flight in this process", () => queue.pending);
+    gauge(
+      "coupon_claims_pending_max",
+      "PENDING_MAX: claims waiting or in flight before new ones get 503",
+      () => queue.pendingMax,
+    );
+  }
   if (feed) {
-    new Gauge({
-      name: "coupon_change_feed_up",
-      help: "1 while the change feed listens (answers from memory allowed), else 0",
-      registers: [registry],
-      collect() {
-        this.set(feed.live ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: "coupon_database_clock_offset_seconds",
-      help: "The database's clock minus this process's, as last measured",
-      registers: [registry],
-      collect() {
-        this.set(feed.clock.offsetMs / 1000);
-      },
-    });
+    gauge("coupon_change_feed_up", "1 while the change feed listens (answers from memory allowed), else 0", () =>
+      feed.live ? 1 : 0,
+    );
+    gauge(
+      "coupon_database_clock_offset_seconds",
+      "The database's clock minus this process's, as last measured",
+      () => feed.clock.offsetMs / 1000,
+    );
   }
   const requestDuration = new Histogram({
     name: "http_request_duration_seconds",

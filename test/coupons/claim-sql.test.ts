@@ -1020,6 +1020,15 @@ interface Scenario {
 }
 
 const both = ["keyed", "request"] as const;
+/** A claim on a one-unit coupon whose sale is `sale`. */
+const closedSale = (sale: Exclude<Sale, "open">): Scenario => ({
+  setup: async (c) => {
+    await createCoupon(database.handle.db, c, 1);
+    await updateCoupon(database.handle.db, c, saleChange(sale));
+  },
+  request: { user: "a" },
+  paths: both,
+});
 const scenarios = {
   created: { setup: (c) => createCoupon(database.handle.db, c, 1), request: { user: "a" }, paths: both },
   released: {
@@ -1051,30 +1060,9 @@ const scenarios = {
     request: { user: "a" },
     paths: both,
   },
-  sale_paused: {
-    setup: async (c) => {
-      await createCoupon(database.handle.db, c, 1);
-      await updateCoupon(database.handle.db, c, saleChange("paused"));
-    },
-    request: { user: "a" },
-    paths: both,
-  },
-  sale_not_started: {
-    setup: async (c) => {
-      await createCoupon(database.handle.db, c, 1);
-      await updateCoupon(database.handle.db, c, saleChange("not started"));
-    },
-    request: { user: "a" },
-    paths: both,
-  },
-  sale_ended: {
-    setup: async (c) => {
-      await createCoupon(database.handle.db, c, 1);
-      await updateCoupon(database.handle.db, c, saleChange("ended"));
-    },
-    request: { user: "a" },
-    paths: both,
-  },
+  sale_paused: closedSale("paused"),
+  sale_not_started: closedSale("not started"),
+  sale_ended: closedSale("ended"),
   not_found: { setup: async () => {}, request: { user: "a" }, paths: both },
   // The key was first used by another request ("h"), whose row stays.
   idempotency_key_reused: {

@@ -7,7 +7,7 @@ import { loadConfig } from "../../src/config";
 import { type DatabaseHandle, openPostgres } from "../../src/db/client";
 import { embeddedJournal } from "../../src/db/migrations";
 import { createLogger } from "../../src/log";
-import { buildApp, serveForSuite } from "../support/app";
+import { buildApp, listen, serveForSuite } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { type ApiResponse, client, countStatus } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
@@ -127,6 +127,63 @@ withPgBouncer("behind PgBouncer in transaction pooling", () => {
       }
       expect(statuses).toEqual(Array(10).fill(200));
     }, 30_000);
+  });
+
+  describe("three replicas as deployed: the pool through PgBouncer, migrations and LISTEN on the server", () => {
+    let apis: ReturnType<typeof client>[];
+    let stops: (() => Promise<void>)[] = [];
+    beforeAll(async () => {
+      const replicas = [0, 1, 2].map(() => {
+        const config = loadConfig({
+          DATABASE_URL: bouncer.url,
+          LISTEN_DATABASE_URL: database.url,
+          MIGRATION_DATABASE_URL: database.url,
+        });
+        const handle = openPostgres(bouncer.url, config, config.LISTEN_DATABASE_URL, config.MIGRATION_DATABASE_URL);
+        handles.push(handle);
+        return handle;
+      });
+      await Promise.all(replicas.map((replica) => replica.migrate()));
+      const servers = replicas.map((replica) => listen(buildApp(replica.db).app));
+      stops = servers.map((server) => server.stop);
+      apis = servers.map((server) => client(server.baseUrl));
+    });
+    afterAll(() => Promise.all(stops.map((stop) => stop())));
+
+    it("passes the advisory lock self-test through the pooler on every replica", async () => {
+      for (const handle of handles.slice(-3)) await handle.checkLock();
+    });
+
+    for (let round = 1; round <= 3; round++) {
+      it(`Flash Sale Attack #${round} round-robin on three replicas: 60 claims on 5 stock -> exactly 5 win, all stored`, async () => {
+        const coupon = `replicas-flash-${round}`;
+        await apis[0]?.createCoupon(coupon, 5);
+        const results = await Promise.all(
+          Array.from({ length: 60 }, (_, i) => apis[i % 3]?.claim(`buyer-${i}`, coupon) as Promise<ApiResponse>),
+        );
+        expect(countStatus(results, 201)).toBe(5);
+        expect(countStatus(results, 409, "SOLD_OUT")).toBe(55);
+        await expectEvery201Stored(database.sql, coupon, results);
+      });
+
+      it(`one Idempotency-Key sent to all three replicas at once #${round} -> one claim, every answer its 201`, async () => {
+        const coupon = `replicas-key-${round}`;
+        await apis[0]?.createCoupon(coupon, 5);
+        const headers = { "idempotency-key": `replicas-${round}-${crypto.randomUUID()}` };
+        const body = { user_id: "retrier", coupon_name: coupon };
+        const results = await Promise.all(
+          Array.from(
+            { length: 9 },
+            (_, i) => apis[i % 3]?.post("/api/coupons/claim", body, headers) as Promise<ApiResponse>,
+          ),
+        );
+        // A replica whose batch waited past its deadline for the key's row answers 503: safe to retry.
+        const answered = results.filter((r) => r.status !== 503);
+        expect(answered.map((r) => r.status)).toEqual(Array(answered.length).fill(201));
+        expect(new Set(answered.map((r) => r.body.claimed_at)).size).toBe(1);
+        await expectEvery201Stored(database.sql, coupon, answered.slice(0, 1));
+      });
+    }
   });
 
   describe("the change feed", () => {

@@ -1,7 +1,7 @@
 // Builds the real app on a test database, either in-process (app.handle) or listening on a free port.
 import { afterAll, beforeAll } from "bun:test";
 import { createApp } from "../../src/app";
-import { type Claimer, type ClaimerOptions, createClaimer } from "../../src/coupons/claims";
+import { type Claimer, type ClaimerOptions, claimQueue, createClaimer } from "../../src/coupons/claims";
 import type { ReadSlots } from "../../src/coupons/read-slots";
 import type { Database } from "../../src/db/client";
 import { createLogger, type Logger } from "../../src/log";
@@ -36,7 +36,11 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     ...options,
     feed,
   });
-  const metrics = createMetrics({ claims: claimer.stats, feed });
+  const metrics = createMetrics({
+    claims: claimer.stats,
+    queue: claimQueue(claimer, options.pendingMax ?? 50_000),
+    feed,
+  });
   const app = createApp({
     db,
     log,
