@@ -17,6 +17,8 @@ interface Scenario {
   batchMax?: number;
   /** Every claim carries its own Idempotency-Key. */
   keys?: boolean;
+  /** Traces exported over OTLP/HTTP to a sink in this process, sampling this ratio of requests. */
+  tracing?: number;
 }
 
 /** One wrk run, and the coupon it claimed (with the claims made before it). */
@@ -45,6 +47,8 @@ const SCENARIOS: Scenario[] = [
     connections: 256,
     keys: true,
   },
+  { id: "hot_c256_trace100", label: "hot coupon, traces at 100%", kind: "hot", connections: 256, tracing: 1 },
+  { id: "hot_c256_trace1", label: "hot coupon, traces at 1%", kind: "hot", connections: 256, tracing: 0.01 },
   { id: "soldout_c256", label: "sold-out flood", kind: "soldout", connections: 256 },
   { id: "live_c256", label: "GET /health/live", kind: "live", connections: 256 },
 ];
@@ -56,6 +60,26 @@ const EXPECTED: Record<Kind, string> = { hot: "201", soldout: "409 SOLD_OUT", li
 let current: Service | undefined;
 /** Set on Ctrl-C/SIGTERM: the failures that follow are the interrupt's doing, not the service's. */
 let interrupted = false;
+
+let sink: { url: string; bytes: number; exports: number } | undefined;
+/** An OTLP/HTTP receiver that reads and drops what it is sent (started once, on first use). */
+function traceSink() {
+  if (!sink) {
+    const state = { url: "", bytes: 0, exports: 0 };
+    const server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(request) {
+        state.bytes += (await request.arrayBuffer()).byteLength;
+        state.exports++;
+        return Response.json({});
+      },
+    });
+    state.url = `http://127.0.0.1:${server.port}`;
+    sink = state;
+  }
+  return sink;
+}
 
 /** Answers per second with the expected status (409 SOLD_OUT counts for the sold-out flood). */
 function throughput(run: Run): number {
@@ -91,6 +115,12 @@ async function runScenario(
   const { url: databaseUrl, name: databaseName } = database;
   const settings: Record<string, string> =
     scenario.batchMax === undefined ? {} : { CLAIM_BATCH_MAX: String(scenario.batchMax) };
+  if (scenario.tracing !== undefined)
+    Object.assign(settings, {
+      OTEL_EXPORTER_OTLP_ENDPOINT: traceSink().url,
+      OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+      OTEL_TRACES_SAMPLER_ARG: String(scenario.tracing),
+    });
   const service = await startService(databaseUrl, settings);
   current = service;
   const runs: Run[] = [];
@@ -262,6 +292,17 @@ function printTargets(runs: Run[]): void {
       `  hot coupon @256 with / without Idempotency-Key = ${ratio.toFixed(2)}x (target >= 0.7x) ${verdict(ratio >= 0.7)}`,
     );
   }
+  for (const [id, label] of [
+    ["hot_c256_trace100", "100%"],
+    ["hot_c256_trace1", "1%"],
+  ] as const) {
+    const traced = find(id);
+    if (traced && plain)
+      console.log(
+        `  hot coupon @256 with traces at ${label} / without = ${(throughput(traced) / throughput(plain)).toFixed(2)}x (the cost of tracing; no target)`,
+      );
+  }
+  if (sink) console.log(`  trace sink received ${sink.exports} exports, ${(sink.bytes / 1e6).toFixed(1)} MB`);
   const hot = find("hot_c256");
   if (hot) {
     const p99 = hot.result.p99_us / 1000;

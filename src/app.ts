@@ -14,6 +14,7 @@ import { toAppError } from "./http/problems";
 import { checkPercentEncoding, isOriginlessFallback, requestPath, withOrigin } from "./http/request";
 import { errorFields, type Logger, type RequestLogMode, requestLogLevel } from "./log";
 import type { Metrics } from "./metrics/metrics";
+import { noTracing, type RequestTrace, type Tracing } from "./tracing/tracing";
 
 export interface AppDeps {
   db: Database;
@@ -35,6 +36,8 @@ export interface AppDeps {
   readPageSize?: number;
   /** LOG_REQUESTS: which requests leave a line (default all; probes and docs assets only at debug). */
   logRequests?: RequestLogMode;
+  /** OpenTelemetry traces (tracing/tracing.ts); off by default. */
+  tracing?: Tracing;
 }
 
 interface RequestState {
@@ -44,6 +47,8 @@ interface RequestState {
   path: string;
   /** The status onError answered with; Elysia's own view of it (422, 200 for 404s) is pre-mapping. */
   errorStatus?: number;
+  /** The request's server span, when tracing is on. */
+  trace?: RequestTrace;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -76,6 +81,7 @@ export function createApp(deps: AppDeps) {
   const logRequests = deps.logRequests ?? "all";
   const bodyBudget = createBodyBudget(deps.bodyBytesInFlightMax ?? 64 * 1024 * 1024);
   const requests = new WeakMap<Request, RequestState>();
+  const tracing = deps.tracing ?? noTracing;
   const serveWithOrigin = (request: Request): Promise<Response> => app.handle(withOrigin(request));
   // Once the server stops accepting, each answer closes its connection (Bun closes it after writing), so
   // keep-alive clients go elsewhere instead of sending into a socket that is about to close. Not earlier:
@@ -105,7 +111,8 @@ export function createApp(deps: AppDeps) {
       const incoming = request.headers.get("x-request-id");
       const id = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
       const path = requestPath(request.url);
-      requests.set(request, { id, start: performance.now(), path });
+      const trace = tracing.enabled ? tracing.startRequest(request.method, path, request.headers) : undefined;
+      requests.set(request, { id, start: performance.now(), path, trace });
       set.headers["x-request-id"] = id;
       checkPercentEncoding(path);
     })
@@ -130,6 +137,7 @@ export function createApp(deps: AppDeps) {
         const seconds = (performance.now() - state.start) / 1000;
         const label = route || "unmatched"; // unknown paths share one label: no unbounded cardinality
         metrics.requestDuration.observe({ method: request.method, route: label, status: String(status) }, seconds);
+        if (state.trace) tracing.endRequest(state.trace, label, status);
         const level = requestLogLevel(logRequests, state.path, status);
         if (!level) return;
         log[level]("request", {
@@ -139,6 +147,7 @@ export function createApp(deps: AppDeps) {
           path: state.path,
           status,
           duration_ms: Math.round(seconds * 100_000) / 100,
+          ...(state.trace ? { trace_id: state.trace.traceId } : {}),
         });
       } catch (failure) {
         log.error("request log failed", { request_id: state.id, ...errorFields(failure) });
@@ -154,6 +163,11 @@ export function createApp(deps: AppDeps) {
         adminToken: deps.adminToken,
         requestTimeoutMs,
         idempotencyTtlMs: deps.idempotencyTtlMs ?? DAY_MS,
+        // Sampled requests only: an unsampled one costs its queue and batch no span at all.
+        traceOf: (request) => {
+          const trace = requests.get(request)?.trace;
+          return trace?.span.isRecording() ? trace : undefined;
+        },
         readSlots: deps.readSlots ?? createReadSlots(4),
         readPageSize: deps.readPageSize ?? 1_000,
       }),

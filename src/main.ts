@@ -12,6 +12,7 @@ import { checkReadiness } from "./healthcheck";
 import { createLogger } from "./log";
 import { createMetrics } from "./metrics/metrics";
 import { describeStartupFailure } from "./startup";
+import { createTracing } from "./tracing/tracing";
 
 // Past the shutdown deadline, the forced close of connections and of the pool gets this long.
 const EXIT_SLACK_MS = 200;
@@ -28,6 +29,10 @@ async function healthcheck(): Promise<never> {
 async function serve(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.LOG_LEVEL);
+  // Before the database: a bad OTEL_* setting fails the start like a bad variable of the service's own.
+  const tracing = await createTracing(process.env);
+  if (tracing.enabled)
+    log.info("tracing on: OTLP/HTTP", { service_name: process.env.OTEL_SERVICE_NAME || "coupon-service" });
 
   const database = await openDatabase(config);
   if (database.kind === "pglite") {
@@ -56,6 +61,7 @@ async function serve(): Promise<void> {
     soldOutCacheBytes: config.SOLD_OUT_CACHE_BYTES,
     refusalDelayMs: config.OVERLOAD_REFUSAL_DELAY_MS,
     log,
+    tracing,
   });
   const app = createApp({
     db: database.db,
@@ -71,6 +77,7 @@ async function serve(): Promise<void> {
     readSlots: createReadSlots(config.COUPON_READ_STREAMS_MAX),
     readPageSize: config.COUPON_READ_PAGE_SIZE,
     logRequests: config.LOG_REQUESTS,
+    tracing,
   }).listen({
     hostname: config.HOST,
     port: config.PORT,
@@ -111,6 +118,7 @@ async function serve(): Promise<void> {
       await server.stop(true);
     }
     stopKeyCleanup();
+    await Promise.race([tracing.shutdown().catch(() => {}), Bun.sleep(Math.min(left(), 2000))]);
     await feed.close();
     await database.close(left());
     log.info("stopped", { signal });

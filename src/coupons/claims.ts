@@ -5,6 +5,7 @@
 import type { ChangeFeed } from "../db/changes";
 import type { Database } from "../db/client";
 import { errorFields, type Logger } from "../log";
+import type { RequestTrace, Tracing } from "../tracing/tracing";
 import { createAnswers } from "./answers";
 import { type ClaimDecision, decideClaims } from "./claim-sql";
 import { createGroupCommit } from "./group-commit";
@@ -21,6 +22,8 @@ export interface ClaimRequest {
   release?: boolean;
   /** The request's Idempotency-Key: never answered from memory, its decision stored with it. */
   idempotency?: IdempotencyKey;
+  /** The request's trace, when tracing is on: its queue wait and its batch are spans of it. */
+  trace?: RequestTrace;
   /** Epoch milliseconds at arrival; `deadline` is derived from it once, and every wait honours it. */
   arrivedAt: number;
   deadline: number;
@@ -55,6 +58,8 @@ export interface ClaimerOptions {
   log: Logger;
   /** The batch decision; replaceable so tests can make it fail or watch it. */
   decide?: typeof decideClaims;
+  /** Spans of the queue waits and the batches (tracing/tracing.ts); none by default. */
+  tracing?: Tracing;
 }
 
 /** What the claim path has done, for the metrics. */
@@ -87,16 +92,25 @@ export function claimQueue(claimer: Pick<Claimer, "pending">, pendingMax: number
   };
 }
 
+/** What a request may carry besides its coupon and user. */
+export interface RequestExtras {
+  /** Epoch milliseconds; default now. */
+  arrivedAt?: number;
+  idempotency?: IdempotencyKey;
+  trace?: RequestTrace;
+}
+
 /** A claim arriving now (or at `arrivedAt`) with the configured deadline. */
 export function claimRequest(
   coupon: string,
   user: string,
   timeoutMs: number,
-  arrivedAt = Date.now(),
-  idempotency?: IdempotencyKey,
+  extras: RequestExtras = {},
 ): ClaimRequest {
+  const arrivedAt = extras.arrivedAt ?? Date.now();
   const request: ClaimRequest = { coupon, user, arrivedAt, deadline: arrivedAt + timeoutMs };
-  if (idempotency) request.idempotency = idempotency;
+  if (extras.idempotency) request.idempotency = extras.idempotency;
+  if (extras.trace) request.trace = extras.trace;
   return request;
 }
 
@@ -105,10 +119,9 @@ export function releaseRequest(
   coupon: string,
   user: string,
   timeoutMs: number,
-  arrivedAt = Date.now(),
-  idempotency?: IdempotencyKey,
+  extras: RequestExtras = {},
 ): ClaimRequest {
-  return { ...claimRequest(coupon, user, timeoutMs, arrivedAt, idempotency), release: true };
+  return { ...claimRequest(coupon, user, timeoutMs, extras), release: true };
 }
 
 // Shared, frozen results: a flood answered from memory allocates nothing per claim here.
@@ -127,6 +140,17 @@ function toResult(decision: ClaimDecision): ClaimResult {
 export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
   const decide = options.decide ?? decideClaims;
   const { log } = options;
+  const tracing = options.tracing;
+  // The open queue-wait span of each traced request: ended when its batch is sent, or when it is
+  // answered without one (expired, refused).
+  const waits = new WeakMap<ClaimRequest, { end(): void }>();
+  const endWait = (request: ClaimRequest) => {
+    const wait = waits.get(request);
+    if (wait) {
+      waits.delete(request);
+      wait.end();
+    }
+  };
   const stats: ClaimStats = { batches: 0, fromMemory: 0, batched: 0 };
   const answers = createAnswers(db, {
     feed: options.feed,
@@ -160,7 +184,17 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
         fingerprints: requests.map((request) => request.idempotency?.fingerprint ?? null),
         ttlMs: keyed.ttlMs,
       };
-      const batch = await decide(db, coupon, users, releases, keys);
+      const batch =
+        tracing?.enabled && requests.some((request) => request.trace)
+          ? await tracing.traceBatch(
+              coupon,
+              requests.map((request) => {
+                endWait(request);
+                return request.trace;
+              }),
+              () => decide(db, coupon, users, releases, keys),
+            )
+          : await decide(db, coupon, users, releases, keys);
       // What was decided now (a replay tells of an earlier moment) says what memory may learn.
       const fresh = batch.decisions.filter((d) => !d.replayed);
       // A release gives stock back: forget at once here (the batch announced it to the other replicas).
@@ -208,7 +242,9 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
         stats.fromMemory++;
         return Promise.resolve(known.retryAfter === undefined ? results[known.outcome] : known);
       }
+      if (request.trace && tracing?.enabled) waits.set(request, tracing.startQueueWait(request.trace, request.coupon));
       return batches.submit(request.coupon, request).then((answer) => {
+        if (request.trace) endWait(request);
         if (answer === "overloaded") return paced(request);
         return typeof answer === "string" ? results[answer] : answer;
       });

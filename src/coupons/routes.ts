@@ -7,6 +7,7 @@ import { AppError, type ErrorCode, errorStatus, problemResponse } from "../error
 import { jsonAnswer } from "../http/json-stream";
 import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
+import type { RequestTrace } from "../tracing/tracing";
 import { type Claimer, type ClaimResult, claimRequest, releaseRequest } from "./claims";
 import { createCoupon, listCoupons, updateCoupon } from "./coupons";
 import { claimDocs, createDocs, idempotencyKeyDoc, listDocs, readDocs, releaseDocs, updateDocs } from "./docs";
@@ -35,6 +36,8 @@ export interface CouponRoutesDeps {
   requestTimeoutMs: number;
   /** IDEMPOTENCY_TTL: how long an Idempotency-Key's answer is kept. */
   idempotencyTtlMs: number;
+  /** The trace of a request being served, when tracing is on (app.ts starts it). */
+  traceOf?: (request: Request) => RequestTrace | undefined;
   /** Bound on big reads streamed at once, and claimers per page of them. */
   readSlots: ReadSlots;
   readPageSize: number;
@@ -92,6 +95,7 @@ const isUnconfirmed = (result: ClaimResult) => result.outcome === "unconfirmed";
 /** The coupon API under /api/coupons. */
 export function couponRoutes(deps: CouponRoutesDeps) {
   const { db, claimer, metrics, adminToken, requestTimeoutMs, idempotencyTtlMs, log } = deps;
+  const traceOf = deps.traceOf ?? (() => undefined);
   const readOptions = { slots: deps.readSlots, pageSize: deps.readPageSize };
   const cutOff = (error: unknown) => log.warn("coupon read cut off mid-body", errorFields(error));
   const turns = createKeyTurns();
@@ -143,7 +147,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
       async ({ body, set, path, request }) => {
         const key = keyed(request, "POST /api/coupons/claim", [body.coupon_name, body.user_id]);
         const result = await decide(
-          claimRequest(body.coupon_name, body.user_id, requestTimeoutMs, Date.now(), key),
+          claimRequest(body.coupon_name, body.user_id, requestTimeoutMs, { idempotency: key, trace: traceOf(request) }),
           key,
         );
         if (result.outcome !== "created") return rejection(result, set, path);
@@ -189,7 +193,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         if (adminToken) requireToken(request.headers.get("authorization") ?? undefined, adminToken, "changing");
         const key = keyed(request, "DELETE /api/coupons/{name}/claims/{user_id}", [params.name, params.user_id]);
         const result = await decide(
-          releaseRequest(params.name, params.user_id, requestTimeoutMs, Date.now(), key),
+          releaseRequest(params.name, params.user_id, requestTimeoutMs, { idempotency: key, trace: traceOf(request) }),
           key,
         );
         if (result.outcome !== "released") return rejection(result, set, path);

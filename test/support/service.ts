@@ -17,9 +17,12 @@ export interface Service {
   finalLogs(): Promise<Record<string, any>[]>;
 }
 
-/** Starts the service on a free port with `env` on top of the test's; resolves once it listens. */
-export async function startService(env: Record<string, string>): Promise<Service> {
-  const child = Bun.spawn(["bun", MAIN], {
+/**
+ * Starts the service on a free port with `env` on top of the test's; resolves once it listens.
+ * `command` runs something else than src/main.ts under Bun (a compiled binary).
+ */
+export async function startService(env: Record<string, string>, command = ["bun", MAIN]): Promise<Service> {
+  const child = Bun.spawn(command, {
     env: { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
     stdout: "pipe",
     stderr: "inherit",

@@ -1,0 +1,212 @@
+// OpenTelemetry traces, end to end: the real service (under Bun, and as the compiled binary) exports
+// to an OTLP/HTTP receiver in this test, configured by OTEL_* variables alone. A claim's trace holds
+// its HTTP span (the child of the caller's traceparent), its wait in the coupon's queue, and a link
+// from the batch that decided it, whose SQL is the batch's child; the request's log line carries the
+// trace id.
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { sampler } from "../../src/tracing/sampler";
+import { noTracing, tracingRequested } from "../../src/tracing/tracing";
+import { createTestDatabase, type TestDatabase } from "../support/database";
+import { until } from "../support/replicas";
+import { type Service, startService } from "../support/service";
+
+interface OtlpSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  kind: number;
+  links?: { traceId: string; spanId: string }[];
+  attributes?: { key: string; value: Record<string, unknown> }[];
+}
+
+/** An OTLP/HTTP (JSON) trace receiver: keeps every span it is sent, with its resource's service.name. */
+function otlpReceiver() {
+  const spans: (OtlpSpan & { service: string })[] = [];
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(request) {
+      if (new URL(request.url).pathname !== "/v1/traces") return new Response("no", { status: 404 });
+      const body = (await request.json()) as {
+        resourceSpans: {
+          resource: { attributes: { key: string; value: { stringValue?: string } }[] };
+          scopeSpans: { spans: OtlpSpan[] }[];
+        }[];
+      };
+      for (const resourceSpans of body.resourceSpans) {
+        const service = resourceSpans.resource.attributes.find((a) => a.key === "service.name")?.value.stringValue;
+        for (const scope of resourceSpans.scopeSpans)
+          for (const span of scope.spans) spans.push({ ...span, service: service ?? "" });
+      }
+      return Response.json({});
+    },
+  });
+  return { url: `http://127.0.0.1:${server.port}`, spans, stop: () => server.stop(true) };
+}
+
+const attribute = (span: OtlpSpan, key: string) => {
+  const value = span.attributes?.find((a) => a.key === key)?.value;
+  return value ? Object.values(value)[0] : undefined;
+};
+
+const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN = "00f067aa0ba902b7";
+
+let database: TestDatabase;
+let binaryDir: string;
+beforeAll(async () => {
+  database = await createTestDatabase();
+  binaryDir = mkdtempSync(join(tmpdir(), "coupon-binary-"));
+  // The project's own build flags (package.json "build"): the binary must trace as Bun does.
+  const build = Bun.spawnSync(
+    [
+      "bun",
+      "build",
+      join(import.meta.dir, "../../src/main.ts"),
+      "--compile",
+      "--minify",
+      "--bytecode",
+      "--format=esm",
+      "--no-compile-autoload-dotenv",
+      "--outfile",
+      join(binaryDir, "coupon-service"),
+    ],
+    { stdout: "pipe", stderr: "pipe" },
+  );
+  if (build.exitCode !== 0) throw new Error(`build failed: ${build.stderr.toString()}`);
+}, 120_000);
+afterAll(async () => {
+  rmSync(binaryDir, { recursive: true, force: true });
+  await database.drop();
+});
+
+for (const how of ["bun src/main.ts", "the compiled binary"] as const) {
+  describe(`traces from ${how}`, () => {
+    const receiver = otlpReceiver();
+    let service: Service;
+    const coupon = `TRACED_${how === "bun src/main.ts" ? "BUN" : "BINARY"}`;
+    beforeAll(async () => {
+      const command = how === "the compiled binary" ? [join(binaryDir, "coupon-service")] : undefined;
+      service = await startService(
+        {
+          DATABASE_URL: database.url,
+          OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+          OTEL_SERVICE_NAME: "coupon-under-test",
+          OTEL_BSP_SCHEDULE_DELAY: "100",
+        },
+        command,
+      );
+    });
+    afterAll(async () => {
+      service.child.kill("SIGTERM");
+      await service.child.exited;
+      receiver.stop();
+    });
+
+    it("exports a claim's HTTP span under the caller's traceparent, its queue wait, and the batch that links to it", async () => {
+      expect((await service.api.post("/api/coupons", { name: coupon, amount: 10 })).status).toBe(201);
+      const traceparent = { traceparent: `00-${TRACE_ID}-${CALLER_SPAN}-01` };
+      const answers = await Promise.all(
+        ["ann", "bob", "cid", "dan"].map((user) =>
+          service.api.post("/api/coupons/claim", { user_id: user, coupon_name: coupon }, traceparent),
+        ),
+      );
+      expect(answers.map((a) => a.status)).toEqual([201, 201, 201, 201]);
+      await until(
+        async () =>
+          receiver.spans.filter((s) => s.name === "coupon.claim.batch").length > 0 &&
+          receiver.spans.filter((s) => s.name === "POST /api/coupons/claim").length === 4,
+        "the spans of four claims and their batches exported",
+        10_000,
+      );
+      const http = receiver.spans.filter((s) => s.name === "POST /api/coupons/claim");
+      for (const span of http) {
+        expect(span.service).toBe("coupon-under-test");
+        expect(span.traceId).toBe(TRACE_ID);
+        expect(span.parentSpanId).toBe(CALLER_SPAN);
+        expect(span.kind).toBe(2); // SERVER
+        expect(attribute(span, "http.route")).toBe("/api/coupons/claim");
+        expect(attribute(span, "http.response.status_code")).toBe(201);
+      }
+      // Each claim waited in its coupon's queue, as a child of its HTTP span.
+      const waits = receiver.spans.filter((s) => s.name === "coupon.claim.queue");
+      expect(waits.map((w) => w.parentSpanId).sort()).toEqual(http.map((h) => h.spanId).sort());
+      expect(waits.every((w) => attribute(w, "coupon.name") === coupon && w.traceId === TRACE_ID)).toBe(true);
+      // The batches that decided them: each a root of its own, linked to every request it decided,
+      // its size the number of links; together they link each claim exactly once.
+      const batches = receiver.spans.filter(
+        (s) => s.name === "coupon.claim.batch" && attribute(s, "coupon.name") === coupon,
+      );
+      const linked = batches.flatMap((b) => (b.links ?? []).map((l) => l.spanId));
+      expect(linked.sort()).toEqual(http.map((h) => h.spanId).sort());
+      for (const batch of batches) {
+        expect(batch.parentSpanId ?? "").toBe("");
+        expect(attribute(batch, "coupon.batch.size")).toBe(batch.links?.length);
+        const sql = receiver.spans.filter(
+          (s) => s.name === "coupon.claim.batch.sql" && s.parentSpanId === batch.spanId,
+        );
+        expect(sql).toHaveLength(1);
+        expect(attribute(sql[0] as OtlpSpan, "db.system.name")).toBe("postgresql");
+        expect(sql[0]?.traceId).toBe(batch.traceId);
+      }
+      // The request log lines carry the trace id.
+      const lines = service.logs().filter((l) => l.msg === "request" && l.route === "/api/coupons/claim");
+      expect(lines.map((l) => l.trace_id)).toEqual(Array(4).fill(TRACE_ID));
+    }, 30_000);
+
+    it("starts a trace of its own for a request without traceparent", async () => {
+      const answer = await service.api.get(`/api/coupons/${coupon}`);
+      expect(answer.status).toBe(200);
+      await until(
+        async () => receiver.spans.some((s) => s.name === "GET /api/coupons/:name"),
+        "the read's span exported",
+        10_000,
+      );
+      const read = receiver.spans.find((s) => s.name === "GET /api/coupons/:name") as OtlpSpan;
+      expect(read.traceId).not.toBe(TRACE_ID);
+      expect(read.parentSpanId ?? "").toBe("");
+      const line = service.logs().find((l) => l.msg === "request" && l.route === "/api/coupons/:name");
+      expect(line?.trace_id).toBe(read.traceId);
+    }, 20_000);
+  });
+}
+
+describe("tracing configuration", () => {
+  it("is off without an OTLP endpoint, and when the SDK or the exporter is switched off", () => {
+    expect(tracingRequested({})).toBe(false);
+    expect(tracingRequested({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://x:4318" })).toBe(true);
+    expect(tracingRequested({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://x:4318/v1/traces" })).toBe(true);
+    expect(tracingRequested({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://x:4318", OTEL_SDK_DISABLED: "true" })).toBe(false);
+    expect(tracingRequested({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://x:4318", OTEL_TRACES_EXPORTER: "none" })).toBe(
+      false,
+    );
+    expect(noTracing.enabled).toBe(false);
+  });
+
+  it("samples a batch linked to a sampled request whatever the ratio, and asks the ratio otherwise", async () => {
+    const { ROOT_CONTEXT, SpanKind } = await import("@opentelemetry/api");
+    const never = await sampler({ OTEL_TRACES_SAMPLER: "always_off" });
+    const link = (traceFlags: number) => ({ context: { traceId: TRACE_ID, spanId: CALLER_SPAN, traceFlags } });
+    const decide = (links: ReturnType<typeof link>[]) =>
+      never.shouldSample(ROOT_CONTEXT, TRACE_ID, "coupon.claim.batch", SpanKind.INTERNAL, {}, links).decision;
+    expect(decide([link(0), link(1)])).toBe(2); // RECORD_AND_SAMPLED
+    expect(decide([link(0)])).toBe(0); // NOT_RECORD
+    expect(decide([])).toBe(0);
+  });
+
+  it("reads OTEL_TRACES_SAMPLER and its ratio, and refuses what the specification does not name", async () => {
+    expect((await sampler({})).toString()).toContain("ParentBased");
+    expect(
+      (await sampler({ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "0.01" })).toString(),
+    ).toContain("0.01");
+    expect((await sampler({ OTEL_TRACES_SAMPLER: "always_off" })).toString()).toContain("AlwaysOff");
+    await expect(sampler({ OTEL_TRACES_SAMPLER: "sometimes" })).rejects.toThrow("OTEL_TRACES_SAMPLER=");
+    await expect(sampler({ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "2" })).rejects.toThrow(
+      "OTEL_TRACES_SAMPLER_ARG=",
+    );
+  });
+});
