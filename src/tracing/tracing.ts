@@ -63,6 +63,12 @@ export function tracingRequested(env: Env): boolean {
 /** The SQL the batch call sends, by function: the db.query.text of its span (never its parameters). */
 const BATCH_SQL = "select * from claim_batch($1, $2) /* or claim_keyed_batch, claim_request_batch */";
 
+/** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. */
+function tracesUrl(env: Env): string {
+  if (env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) return env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
+  return `${(env.OTEL_EXPORTER_OTLP_ENDPOINT ?? "").replace(/\/+$/, "")}/v1/traces`;
+}
+
 /** The standard OTEL_BSP_* settings of the batch span processor, where set (the SDK no longer reads them). */
 function batchOptions(env: Env) {
   const read = (key: string) => {
@@ -98,8 +104,11 @@ export async function createTracing(env: Env = process.env): Promise<Tracing> {
   const provider = new TracerProvider({
     resource,
     sampler: await sampler(env),
-    // The exporter reads OTEL_EXPORTER_OTLP_* (endpoint, headers, timeout) itself.
-    spanProcessors: [new BatchSpanProcessor({ exporter: new OTLPTraceExporter(), ...batchOptions(env) })],
+    // The endpoint from `env` as the specification composes it; the exporter reads the other
+    // OTEL_EXPORTER_OTLP_* settings (headers, timeout, compression) itself.
+    spanProcessors: [
+      new BatchSpanProcessor({ exporter: new OTLPTraceExporter({ url: tracesUrl(env) }), ...batchOptions(env) }),
+    ],
   });
   const tracer: Tracer = provider.getTracer("coupon-service");
   const propagator = new W3CTraceContextPropagator();

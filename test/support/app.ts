@@ -53,6 +53,7 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     idempotencyTtlMs: options.idempotencyTtlMs,
     bodyBytesInFlightMax: options.bodyBytesInFlightMax,
     readSlots: options.readSlots,
+    tracing: options.tracing,
   });
   return { app, claimer, metrics };
 }

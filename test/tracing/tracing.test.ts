@@ -7,9 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { decideClaims } from "../../src/coupons/claim-sql";
 import { sampler } from "../../src/tracing/sampler";
-import { noTracing, tracingRequested } from "../../src/tracing/tracing";
+import { createTracing, noTracing, tracingRequested } from "../../src/tracing/tracing";
+import { buildApp } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
+import { client } from "../support/http";
 import { until } from "../support/replicas";
 import { type Service, startService } from "../support/service";
 
@@ -21,6 +24,7 @@ interface OtlpSpan {
   kind: number;
   links?: { traceId: string; spanId: string }[];
   attributes?: { key: string; value: Record<string, unknown> }[];
+  status?: { code?: number };
 }
 
 /** An OTLP/HTTP (JSON) trace receiver: keeps every span it is sent, with its resource's service.name. */
@@ -175,6 +179,58 @@ for (const how of ["bun src/main.ts", "the compiled binary"] as const) {
   });
 }
 
+describe("traces from an app in this process", () => {
+  const receiver = otlpReceiver();
+  afterAll(() => receiver.stop());
+
+  it("marks a failed batch and its SQL as errors, answers its claims 503, and exports everything on shutdown", async () => {
+    const tracing = await createTracing({
+      OTEL_EXPORTER_OTLP_ENDPOINT: `${receiver.url}/`,
+      OTEL_BSP_SCHEDULE_DELAY: "60000",
+    });
+    expect(tracing.enabled).toBe(true);
+    let failing = true;
+    const { app } = buildApp(database.handle.db, {
+      tracing,
+      decide: async (...args) => {
+        if (failing) throw new Error("the batch failed");
+        return decideClaims(...args);
+      },
+    });
+    const api = client(app);
+    expect((await api.post("/api/coupons", { name: "IN_PROCESS", amount: 2 })).status).toBe(201);
+    const headers = { traceparent: `00-${TRACE_ID}-${CALLER_SPAN}-01` };
+    expect((await api.post("/api/coupons/claim", { user_id: "u1", coupon_name: "IN_PROCESS" }, headers)).status).toBe(
+      503,
+    );
+    failing = false;
+    expect((await api.post("/api/coupons/claim", { user_id: "u2", coupon_name: "IN_PROCESS" }, headers)).status).toBe(
+      201,
+    );
+    // Unsampled (the caller's flags say so): no queue or batch span for it.
+    const unsampled = { traceparent: `00-${TRACE_ID}-${CALLER_SPAN}-00` };
+    expect((await api.post("/api/coupons/claim", { user_id: "u3", coupon_name: "IN_PROCESS" }, unsampled)).status).toBe(
+      201,
+    );
+    await tracing.shutdown(); // the 60 s delay never came: this export is the shutdown's flush
+    const batches = receiver.spans.filter((s) => s.name === "coupon.claim.batch");
+    expect(batches).toHaveLength(2);
+    const [failed, decided] = batches as OtlpSpan[] as [OtlpSpan, OtlpSpan];
+    expect(failed.status?.code).toBe(2); // ERROR
+    const sql = receiver.spans.filter((s) => s.name === "coupon.claim.batch.sql") as (OtlpSpan & {
+      status?: { code?: number };
+    })[];
+    expect(sql.map((s) => s.status?.code ?? 0).sort()).toEqual([0, 2]);
+    expect(receiver.spans.filter((s) => s.name === "coupon.claim.queue")).toHaveLength(2);
+    const http = receiver.spans.filter((s) => s.name === "POST /api/coupons/claim") as (OtlpSpan & {
+      status?: { code?: number };
+    })[];
+    expect(http).toHaveLength(2); // the unsampled one is not exported
+    expect(http.map((s) => s.status?.code ?? 0).sort()).toEqual([0, 2]); // the 503 is an error
+    expect(decided.links).toHaveLength(1);
+  }, 20_000);
+});
+
 describe("tracing configuration", () => {
   it("is off without an OTLP endpoint, and when the SDK or the exporter is switched off", () => {
     expect(tracingRequested({})).toBe(false);
@@ -185,6 +241,12 @@ describe("tracing configuration", () => {
       false,
     );
     expect(noTracing.enabled).toBe(false);
+  });
+
+  it("refuses an OTEL_BSP_* setting that is not an integer", async () => {
+    await expect(
+      createTracing({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9", OTEL_BSP_SCHEDULE_DELAY: "soon" }),
+    ).rejects.toThrow("OTEL_BSP_SCHEDULE_DELAY=");
   });
 
   it("samples a batch linked to a sampled request whatever the ratio, and asks the ratio otherwise", async () => {
