@@ -213,6 +213,16 @@ const modelSale = (sale: Sale): Partial<ModelCoupon> =>
         ? { endsAt: Date.now() - HOUR }
         : {};
 
+/** A coupon for a random batch test: its stock, the users holding it before, and its sale's state. */
+const couponArbitraries = [
+  fc.integer({ min: 1, max: 4 }),
+  fc.array(
+    fc.nat(6).map((u) => `u${u}`),
+    { maxLength: 5 },
+  ),
+  fc.constantFrom<Sale>("open", "open", "open", "paused", "not started", "ended"),
+] as const;
+
 describe("decideClaims with releases", () => {
   let runs = 0;
   const request = fc.record({ user: fc.nat(6).map((u) => `u${u}`), release: fc.boolean() });
@@ -220,12 +230,7 @@ describe("decideClaims with releases", () => {
   it("matches the one-by-one model on random mixed batches: every outcome and stock, then the state in SQL", async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.integer({ min: 1, max: 4 }),
-        fc.array(
-          fc.nat(6).map((u) => `u${u}`),
-          { maxLength: 5 },
-        ),
-        fc.constantFrom<Sale>("open", "open", "open", "paused", "not started", "ended"),
+        ...couponArbitraries,
         fc.array(fc.array(request, { minLength: 1, maxLength: 10 }), { minLength: 1, maxLength: 4 }),
         async (stock, before, sale, batches) => {
           const name = `mixed-${runs++}`;
@@ -829,12 +834,7 @@ describe("decideClaims with Idempotency-Keys, against the unkeyed path", () => {
     async (_, withReleases) => {
       await fc.assert(
         fc.asyncProperty(
-          fc.integer({ min: 1, max: 4 }),
-          fc.array(
-            fc.nat(6).map((u) => `u${u}`),
-            { maxLength: 5 },
-          ),
-          fc.constantFrom<Sale>("open", "open", "open", "paused", "not started", "ended"),
+          ...couponArbitraries,
           fc.array(fc.array(request, { minLength: 1, maxLength: 10 }), { minLength: 1, maxLength: 3 }),
           async (stock, before, sale, batches) => {
             const run = runs++;
