@@ -185,7 +185,8 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
         ttlMs: keyed.ttlMs,
       };
       const batch =
-        tracing?.enabled && requests.some((request) => request.trace)
+        // A request carries a trace only while tracing is on and it was sampled (app.ts).
+        tracing && requests.some((request) => request.trace)
           ? await tracing.traceBatch(
               coupon,
               requests.map((request) => {
@@ -242,7 +243,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
         stats.fromMemory++;
         return Promise.resolve(known.retryAfter === undefined ? results[known.outcome] : known);
       }
-      if (request.trace && tracing?.enabled) waits.set(request, tracing.startQueueWait(request.trace, request.coupon));
+      if (request.trace && tracing) waits.set(request, tracing.startQueueWait(request.trace, request.coupon));
       return batches.submit(request.coupon, request).then((answer) => {
         if (request.trace) endWait(request);
         if (answer === "overloaded") return paced(request);

@@ -8,7 +8,7 @@ import { jsonAnswer } from "../http/json-stream";
 import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
 import type { RequestTrace } from "../tracing/tracing";
-import { type Claimer, type ClaimResult, claimRequest, releaseRequest } from "./claims";
+import { type Claimer, type ClaimRequest, type ClaimResult, claimRequest, releaseRequest } from "./claims";
 import { createCoupon, listCoupons, updateCoupon } from "./coupons";
 import { claimDocs, createDocs, idempotencyKeyDoc, listDocs, readDocs, releaseDocs, updateDocs } from "./docs";
 import { createKeyTurns, IDEMPOTENCY_HEADER, type IdempotencyKey, keyOf } from "./idempotency";
@@ -102,7 +102,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
   const keyed = (request: Request, route: string, fields: readonly unknown[]) =>
     keyOf(request.headers.get(IDEMPOTENCY_HEADER), route, fields, idempotencyTtlMs);
   // A claim or release: with a key, one request per key at a time in this process.
-  const decide = async (request: ReturnType<typeof claimRequest>, key?: IdempotencyKey) => {
+  const decide = async (request: ClaimRequest, key?: IdempotencyKey) => {
     const result = key
       ? await turns.take(key.key, request.deadline, () => claimer.claimCoupon(request), isUnconfirmed)
       : await claimer.claimCoupon(request);

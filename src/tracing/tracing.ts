@@ -5,6 +5,7 @@
 import {
   type Attributes,
   type Context,
+  INVALID_SPAN_CONTEXT,
   type Link,
   ROOT_CONTEXT,
   type Span,
@@ -40,17 +41,16 @@ export interface Tracing {
   shutdown(): Promise<void>;
 }
 
-const off: Tracing = {
+/** Tracing switched off: what the app uses without an OTLP endpoint, and tests by default. */
+export const noTracing: Tracing = {
   enabled: false,
   startRequest: () => undefined,
   endRequest() {},
-  startQueueWait: () => trace.wrapSpanContext({ traceId: "", spanId: "", traceFlags: 0 }),
+  // Never asked: requests carry no trace while tracing is off.
+  startQueueWait: () => trace.wrapSpanContext(INVALID_SPAN_CONTEXT),
   traceBatch: (_coupon, _requests, decide) => decide(),
   shutdown: async () => {},
 };
-
-/** Tracing switched off: what the app uses without an OTLP endpoint, and tests by default. */
-export const noTracing: Tracing = off;
 
 type Env = Record<string, string | undefined>;
 
@@ -89,7 +89,7 @@ function batchOptions(env: Env) {
 
 /** Builds tracing from the OTEL_* environment; the SDK is imported only when it is on. */
 export async function createTracing(env: Env = process.env): Promise<Tracing> {
-  if (!tracingRequested(env)) return off;
+  if (!tracingRequested(env)) return noTracing;
   const [{ BatchSpanProcessor, TracerProvider }, { OTLPTraceExporter }, { W3CTraceContextPropagator }, resources] =
     await Promise.all([
       import("@opentelemetry/sdk-trace"),
