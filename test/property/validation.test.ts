@@ -441,6 +441,27 @@ describe("deeply nested JSON", () => {
   });
 });
 
+describe("values that JavaScript cannot turn into a string", () => {
+  // Found by the properties above: Elysia describes a field that should be a string with a template
+  // string of the value, and {"toString": 0} has no usable toString, so the description threw and
+  // the answer was a 500. patches/elysia@1.4.30.patch makes that description safe.
+  const unprintable = { toString: 0 };
+  it.each([
+    ["POST", "/api/coupons/claim", "user_id", { user_id: unprintable, coupon_name: "x" }],
+    ["POST", "/api/coupons/claim", "coupon_name", { user_id: "u", coupon_name: { toString: [], valueOf: 1 } }],
+    ["POST", "/api/coupons", "name", { name: unprintable, amount: 1 }],
+    ["POST", "/api/coupons", "starts_at", { name: "unprintable-start", amount: 1, starts_at: unprintable }],
+    ["PATCH", `/api/coupons/${encodeURIComponent(targets[0] as string)}`, "ends_at", { ends_at: unprintable }],
+  ] as const)(
+    "answers %s %s with %s = {toString: …} with VALIDATION_FAILED naming the field",
+    async (method, path, field, json) => {
+      const res = await api.call(method, path, { json });
+      expectProblem(res, 400, "VALIDATION_FAILED");
+      expect(res.body.detail).toStartWith(`${field}:`);
+    },
+  );
+});
+
 describe("user ids that look like SQL, format strings or escapes", () => {
   it.each([
     "'; drop table claims; --",
