@@ -37,6 +37,11 @@ const opens = "The sale opens at this instant, by the database's clock";
 const closes = "The sale closes at this instant (after starts_at)";
 const StartsAt = (description = opens) => Instant(description, "2026-11-27T09:00:00Z");
 const EndsAt = (description = closes) => Instant(description, "2026-11-27T21:00:00+01:00");
+/** A bound PATCH may also clear: an instant, or null. */
+const Clearable = (instant: ReturnType<typeof Instant>) =>
+  t.Union([instant, t.Null()], {
+    [validationMessage]: "must be an RFC 3339 date-time with an offset, e.g. 2026-11-27T09:00:00Z, or null",
+  });
 
 export const CreateCouponBody = t.Object(
   { name: CouponName, amount: Amount, starts_at: t.Optional(StartsAt()), ends_at: t.Optional(EndsAt()) },
@@ -50,8 +55,8 @@ export const CreateCouponBody = t.Object(
 
 export const UpdateCouponBody = t.Object(
   {
-    starts_at: t.Optional(t.Union([StartsAt(`${opens}; null: no opening bound`), t.Null()])),
-    ends_at: t.Optional(t.Union([EndsAt(`${closes}; null: never closes`), t.Null()])),
+    starts_at: t.Optional(Clearable(StartsAt(`${opens}; null: no opening bound`))),
+    ends_at: t.Optional(Clearable(EndsAt(`${closes}; null: never closes`))),
     active: t.Optional(t.Boolean({ description: "false pauses the sale, true resumes it" })),
   },
   {

@@ -241,7 +241,11 @@ describe("PATCH /api/coupons/{name}", () => {
       "ends_at: must be after starts_at",
     ],
     ["a date that does not exist", { starts_at: "2030-02-30T00:00:00Z" }, "starts_at: "],
-    ["an instant without an offset", { ends_at: "2030-01-01T00:00:00" }, "ends_at: "],
+    [
+      "an instant without an offset",
+      { ends_at: "2030-01-01T00:00:00" },
+      "ends_at: must be an RFC 3339 date-time with an offset, e.g. 2026-11-27T09:00:00Z, or null",
+    ],
     ["a string for active", { active: "false" }, "active: "],
     ["a JSON array", [{ active: false }], "body: "],
   ])("refuses %s with VALIDATION_FAILED naming the field (400), changing nothing", async (_label, json, detail) => {
