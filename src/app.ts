@@ -124,7 +124,12 @@ export function createApp(deps: AppDeps) {
       closeIfStopping(set);
       const state = requests.get(request);
       const path = state?.path ?? requestPath(request.url);
-      const appError = mapError(log, code, error, { request_id: state?.id, method: request.method, path });
+      const appError = mapError(log, code, error, {
+        request_id: state?.id,
+        method: request.method,
+        path,
+        ...(state?.trace ? { trace_id: state.trace.traceId } : {}),
+      });
       if (state) state.errorStatus = appError.status;
       return errorResponse(appError, path, state?.id);
     })

@@ -136,6 +136,16 @@ function toResult(decision: ClaimDecision): ClaimResult {
   return { ...decision, retryAfter: Math.max(1, Math.ceil(decision.opensInMs / 1000)) };
 }
 
+// A failed batch's log line names the traces of the requests it answered 503 (the first ones: a line
+// stays short at 100% sampling, and any one of them leads to the batch's span through its link).
+const TRACE_IDS_LOGGED = 8;
+
+/** `trace_ids` of a batch's traced requests, for its log line; nothing when none is traced. */
+function traceIds(requests: readonly ClaimRequest[]): { trace_ids?: string[] } {
+  const ids = [...new Set(requests.flatMap((request) => (request.trace ? [request.trace.traceId] : [])))];
+  return ids.length > 0 ? { trace_ids: ids.slice(0, TRACE_IDS_LOGGED) } : {};
+}
+
 /** Creates the claim path of one process; wire one per app. */
 export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
   const decide = options.decide ?? decideClaims;
@@ -203,17 +213,12 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
       else if (batch.remaining === 0 || fresh.some((d) => closedOutcomes.has(d.outcome))) void answers.learn(coupon);
       return batch.decisions.map(toResult);
     },
-    onTrouble({ key, size, error, lateMs }) {
-      if (error)
-        log.error("claim batch failed; its claims were answered 503", {
-          coupon_name: key,
-          batch_size: size,
-          ...errorFields(error),
-        });
+    onTrouble({ key, items, error, lateMs }) {
+      const batch = { coupon_name: key, batch_size: items.length, ...traceIds(items) };
+      if (error) log.error("claim batch failed; its claims were answered 503", { ...batch, ...errorFields(error) });
       else
         log.warn("claim batch answered after its deadline; its claims had been answered 503", {
-          coupon_name: key,
-          batch_size: size,
+          ...batch,
           late_ms: lateMs,
         });
     },

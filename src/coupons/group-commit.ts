@@ -15,7 +15,7 @@ export interface GroupCommitOptions<T, R> {
   /** Decides one batch of one key: a result per item, in order. Once called it cannot be taken back. */
   decide(key: string, items: T[]): Promise<R[]>;
   /** Told when a batch failed, or answered after its items had been answered "unconfirmed". */
-  onTrouble(event: { key: string; size: number; error?: unknown; lateMs?: number }): void;
+  onTrouble(event: { key: string; items: readonly T[]; error?: unknown; lateMs?: number }): void;
 }
 
 export interface GroupCommit<T, R> {
@@ -58,10 +58,8 @@ export function createGroupCommit<T extends { deadline: number }, R>(
     const sentAt = Date.now();
     let answeredAt: number | undefined;
     const deadline = Math.min(...batch.map((waiter) => waiter.item.deadline));
-    const decided = options.decide(
-      key,
-      batch.map((waiter) => waiter.item),
-    );
+    const items = batch.map((waiter) => waiter.item);
+    const decided = options.decide(key, items);
     return new Promise<void>((resolve) => {
       const giveUp = () => {
         answeredAt = Date.now();
@@ -72,7 +70,7 @@ export function createGroupCommit<T extends { deadline: number }, R>(
       decided.then(
         (results) => {
           clearTimeout(timer);
-          if (answeredAt !== undefined) options.onTrouble({ key, size: batch.length, lateMs: Date.now() - answeredAt });
+          if (answeredAt !== undefined) options.onTrouble({ key, items, lateMs: Date.now() - answeredAt });
           batch.forEach((waiter, i) => {
             finish(waiter, results[i] as R);
           });
@@ -80,7 +78,7 @@ export function createGroupCommit<T extends { deadline: number }, R>(
         },
         (error) => {
           clearTimeout(timer);
-          options.onTrouble({ key, size: batch.length, error });
+          options.onTrouble({ key, items, error });
           for (const waiter of batch) finish(waiter, "unconfirmed");
           resolve();
         },

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decideClaims } from "../../src/coupons/claim-sql";
+import { createLogger } from "../../src/log";
 import { sampler } from "../../src/tracing/sampler";
 import { createTracing, noTracing, tracingRequested } from "../../src/tracing/tracing";
 import { buildApp } from "../support/app";
@@ -190,8 +191,10 @@ describe("traces from an app in this process", () => {
     });
     expect(tracing.enabled).toBe(true);
     let failing = true;
+    const lines: Record<string, unknown>[] = [];
     const { app } = buildApp(database.handle.db, {
       tracing,
+      log: createLogger("warn", (line) => lines.push(JSON.parse(line))),
       decide: async (...args) => {
         if (failing) throw new Error("the batch failed");
         return decideClaims(...args);
@@ -228,7 +231,34 @@ describe("traces from an app in this process", () => {
     expect(http).toHaveLength(2); // the unsampled one is not exported
     expect(http.map((s) => s.status?.code ?? 0).sort()).toEqual([0, 2]); // the 503 is an error
     expect(decided.links).toHaveLength(1);
+    // The failed batch's log line names the trace of the request it answered 503.
+    const failure = lines.find((l) => l.msg === "claim batch failed; its claims were answered 503");
+    expect(failure).toMatchObject({ coupon_name: "IN_PROCESS", batch_size: 1, trace_ids: [TRACE_ID] });
   }, 20_000);
+
+  it("puts the request's trace id on the line it logs when the database is unreachable", async () => {
+    const tracing = await createTracing({ OTEL_EXPORTER_OTLP_ENDPOINT: `${receiver.url}/` });
+    const lines: Record<string, unknown>[] = [];
+    // Every query fails as postgres.js does when nothing accepts connections.
+    const unreachable = new Proxy(database.handle.db, {
+      get: () => () => {
+        throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" });
+      },
+    });
+    const { app } = buildApp(unreachable, {
+      tracing,
+      log: createLogger("warn", (line) => lines.push(JSON.parse(line))),
+    });
+    const headers = { traceparent: `00-${TRACE_ID}-${CALLER_SPAN}-01` };
+    const res = await client(app).call("GET", "/api/coupons/ANY", { headers });
+    expect(res.status).toBe(503);
+    expect(lines.find((l) => l.msg === "database unavailable")).toMatchObject({
+      path: "/api/coupons/ANY",
+      trace_id: TRACE_ID,
+      err: { message: "connect ECONNREFUSED 127.0.0.1:1" },
+    });
+    await tracing.shutdown();
+  });
 });
 
 describe("tracing configuration", () => {
