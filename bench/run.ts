@@ -1,7 +1,8 @@
 // `bun run bench`: builds the service, then measures claim throughput and latency with wrk against a
 // throwaway PostgreSQL database, and checks that no claim was lost or invented. See docs/benchmarks.md.
 // Env: BENCH_DURATION (default 10s per measured run), BENCH_WARMUP (default 2s, 0 = none),
-// BENCH_DATABASE_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres).
+// BENCH_DATABASE_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
+// OTEL_EXPORTER_OTLP_PROTOCOL (the tracing rows' encoding, default http/protobuf as the service's).
 import postgres from "postgres";
 import { type BenchDatabase, build, createBenchDatabase, postJson, type Service, startService } from "./service";
 import { type CpuShare, describeMachine, killWrk, parseSeconds, requireWrk, runWrk, type WrkResult } from "./wrk";
@@ -72,7 +73,9 @@ function traceSink() {
       async fetch(request) {
         state.bytes += (await request.arrayBuffer()).byteLength;
         state.exports++;
-        return Response.json({});
+        // An empty ExportTraceServiceResponse in the encoding it was sent in.
+        const protobuf = request.headers.get("content-type") === "application/x-protobuf";
+        return protobuf ? new Response(new Uint8Array(0)) : Response.json({});
       },
     });
     state.url = `http://127.0.0.1:${server.port}`;
@@ -120,6 +123,7 @@ async function runScenario(
       OTEL_EXPORTER_OTLP_ENDPOINT: traceSink().url,
       OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
       OTEL_TRACES_SAMPLER_ARG: String(scenario.tracing),
+      OTEL_EXPORTER_OTLP_PROTOCOL: process.env.OTEL_EXPORTER_OTLP_PROTOCOL || "http/protobuf",
     });
   const service = await startService(databaseUrl, settings);
   current = service;

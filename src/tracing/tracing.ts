@@ -1,6 +1,6 @@
 // OpenTelemetry traces, configured only by the standard OTEL_* environment and exported over OTLP/HTTP
-// (JSON). Off, and free, unless an OTLP endpoint is set: the SDK is not even loaded, and the rest of
-// the code asks `enabled` before building anything. Contexts are passed explicitly (a request's trace
+// (protobuf or JSON). Off, and free, unless an OTLP endpoint is set: the SDK is not even loaded, and
+// the rest of the code asks `enabled` before building anything. Contexts are passed explicitly (a request's trace
 // rides on its ClaimRequest), so no context manager runs on the claim path.
 import {
   type Attributes,
@@ -69,13 +69,41 @@ function tracesUrl(env: Env): string {
   return `${(env.OTEL_EXPORTER_OTLP_ENDPOINT ?? "").replace(/\/+$/, "")}/v1/traces`;
 }
 
+const invalid = (key: string, value: string, expected: string) =>
+  new Error(`Invalid configuration:\n  - ${key}=${JSON.stringify(value)}: ${expected}`);
+
+/**
+ * The OTLP/HTTP encoding: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, else
+ * http/protobuf (the specification's default). grpc is refused rather than ignored: spans sent as
+ * HTTP to a gRPC port would be lost without a word.
+ */
+export function otlpProtocol(env: Env): "http/protobuf" | "http/json" {
+  for (const key of ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]) {
+    const value = env[key];
+    if (value === undefined || value === "") continue;
+    if (value === "http/protobuf" || value === "http/json") return value;
+    throw invalid(
+      key,
+      value,
+      "expected http/protobuf or http/json (OTLP over HTTP, usually port 4318; grpc is not supported)",
+    );
+  }
+  return "http/protobuf";
+}
+
+/** OTEL_TRACES_EXPORTER, when tracing is on: otlp is the only exporter (none switches tracing off). */
+function checkExporter(env: Env): void {
+  const value = env.OTEL_TRACES_EXPORTER;
+  if (value === undefined || value === "" || value === "otlp") return;
+  throw invalid("OTEL_TRACES_EXPORTER", value, "expected otlp, or none to switch tracing off");
+}
+
 /** The standard OTEL_BSP_* settings of the batch span processor, where set (the SDK no longer reads them). */
 function batchOptions(env: Env) {
   const read = (key: string) => {
     const value = env[key];
     if (value === undefined || value === "") return undefined;
-    if (!/^\d+$/.test(value))
-      throw new Error(`Invalid configuration:\n  - ${key}=${JSON.stringify(value)}: expected an integer`);
+    if (!/^\d+$/.test(value)) throw invalid(key, value, "expected an integer");
     return Number(value);
   };
   const options = {
@@ -90,10 +118,14 @@ function batchOptions(env: Env) {
 /** Builds tracing from the OTEL_* environment; the SDK is imported only when it is on. */
 export async function createTracing(env: Env = process.env): Promise<Tracing> {
   if (!tracingRequested(env)) return noTracing;
+  checkExporter(env);
+  const protocol = otlpProtocol(env);
   const [{ BatchSpanProcessor, TracerProvider }, { OTLPTraceExporter }, { W3CTraceContextPropagator }, resources] =
     await Promise.all([
       import("@opentelemetry/sdk-trace"),
-      import("@opentelemetry/exporter-trace-otlp-http"),
+      protocol === "http/json"
+        ? import("@opentelemetry/exporter-trace-otlp-http")
+        : import("@opentelemetry/exporter-trace-otlp-proto"),
       import("@opentelemetry/core"),
       import("@opentelemetry/resources"),
     ]);

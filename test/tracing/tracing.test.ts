@@ -1,5 +1,6 @@
-// OpenTelemetry traces, end to end: the real service (under Bun, and as the compiled binary) exports
-// to an OTLP/HTTP receiver in this test, configured by OTEL_* variables alone. A claim's trace holds
+// OpenTelemetry traces, end to end: the real service (under Bun over http/json, and as the compiled
+// binary over http/protobuf, the default) exports to an OTLP/HTTP receiver in this test, configured by
+// OTEL_* variables alone. A claim's trace holds
 // its HTTP span (the child of the caller's traceparent), its wait in the coupon's queue, and a link
 // from the batch that decided it, whose SQL is the batch's child; the request's log line carries the
 // trace id.
@@ -10,53 +11,13 @@ import { join } from "node:path";
 import { decideClaims } from "../../src/coupons/claim-sql";
 import { createLogger } from "../../src/log";
 import { sampler } from "../../src/tracing/sampler";
-import { createTracing, noTracing, tracingRequested } from "../../src/tracing/tracing";
+import { createTracing, noTracing, otlpProtocol, tracingRequested } from "../../src/tracing/tracing";
 import { buildApp } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { client } from "../support/http";
+import { attribute, type OtlpSpan, otlpReceiver } from "../support/otlp";
 import { until } from "../support/replicas";
 import { type Service, startService } from "../support/service";
-
-interface OtlpSpan {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  kind: number;
-  links?: { traceId: string; spanId: string }[];
-  attributes?: { key: string; value: Record<string, unknown> }[];
-  status?: { code?: number };
-}
-
-/** An OTLP/HTTP (JSON) trace receiver: keeps every span it is sent, with its resource's service.name. */
-function otlpReceiver() {
-  const spans: (OtlpSpan & { service: string })[] = [];
-  const server = Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    async fetch(request) {
-      if (new URL(request.url).pathname !== "/v1/traces") return new Response("no", { status: 404 });
-      const body = (await request.json()) as {
-        resourceSpans: {
-          resource: { attributes: { key: string; value: { stringValue?: string } }[] };
-          scopeSpans: { spans: OtlpSpan[] }[];
-        }[];
-      };
-      for (const resourceSpans of body.resourceSpans) {
-        const service = resourceSpans.resource.attributes.find((a) => a.key === "service.name")?.value.stringValue;
-        for (const scope of resourceSpans.scopeSpans)
-          for (const span of scope.spans) spans.push({ ...span, service: service ?? "" });
-      }
-      return Response.json({});
-    },
-  });
-  return { url: `http://127.0.0.1:${server.port}`, spans, stop: () => server.stop(true) };
-}
-
-const attribute = (span: OtlpSpan, key: string) => {
-  const value = span.attributes?.find((a) => a.key === key)?.value;
-  return value ? Object.values(value)[0] : undefined;
-};
 
 const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN = "00f067aa0ba902b7";
@@ -89,8 +50,14 @@ afterAll(async () => {
   await database.drop();
 });
 
-for (const how of ["bun src/main.ts", "the compiled binary"] as const) {
-  describe(`traces from ${how}`, () => {
+// Each way of running exports in one of the two encodings: JSON when asked, protobuf by default.
+const runs = [
+  { how: "bun src/main.ts", protocol: { OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" }, type: "application/json" },
+  { how: "the compiled binary", protocol: {}, type: "application/x-protobuf" },
+] as const;
+
+for (const { how, protocol, type } of runs) {
+  describe(`traces from ${how} (${type})`, () => {
     const receiver = otlpReceiver();
     let service: Service;
     const coupon = `TRACED_${how === "bun src/main.ts" ? "BUN" : "BINARY"}`;
@@ -102,6 +69,7 @@ for (const how of ["bun src/main.ts", "the compiled binary"] as const) {
           OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
           OTEL_SERVICE_NAME: "coupon-under-test",
           OTEL_BSP_SCHEDULE_DELAY: "100",
+          ...protocol,
         },
         command,
       );
@@ -161,6 +129,7 @@ for (const how of ["bun src/main.ts", "the compiled binary"] as const) {
       // The request log lines carry the trace id.
       const lines = service.logs().filter((l) => l.msg === "request" && l.route === "/api/coupons/claim");
       expect(lines.map((l) => l.trace_id)).toEqual(Array(4).fill(TRACE_ID));
+      expect(new Set(receiver.contentTypes)).toEqual(new Set([type]));
     }, 30_000);
 
     it("starts a trace of its own for a request without traceparent", async () => {
@@ -277,6 +246,28 @@ describe("tracing configuration", () => {
     await expect(
       createTracing({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9", OTEL_BSP_SCHEDULE_DELAY: "soon" }),
     ).rejects.toThrow("OTEL_BSP_SCHEDULE_DELAY=");
+  });
+
+  it("exports http/protobuf by default, http/json when asked, the traces' own variable first", () => {
+    expect(otlpProtocol({})).toBe("http/protobuf");
+    expect(otlpProtocol({ OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" })).toBe("http/json");
+    expect(
+      otlpProtocol({ OTEL_EXPORTER_OTLP_PROTOCOL: "http/json", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/protobuf" }),
+    ).toBe("http/protobuf");
+    expect(otlpProtocol({ OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "", OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" })).toBe(
+      "http/json",
+    );
+  });
+
+  it.each([
+    ["OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"],
+    ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/xml"],
+    ["OTEL_TRACES_EXPORTER", "zipkin"],
+    ["OTEL_TRACES_EXPORTER", "otlp,console"],
+  ])("refuses %s=%s at start rather than exporting nowhere", async (key, value) => {
+    await expect(createTracing({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9", [key]: value })).rejects.toThrow(
+      `Invalid configuration:\n  - ${key}=${JSON.stringify(value)}: expected`,
+    );
   });
 
   it("samples a batch linked to a sampled request whatever the ratio, and asks the ratio otherwise", async () => {
