@@ -1,7 +1,7 @@
 // OpenTelemetry traces, configured only by the standard OTEL_* environment and exported over OTLP/HTTP
 // (protobuf or JSON). Off, and free, unless an OTLP endpoint is set: the SDK is not even loaded, and
-// the rest of the code asks `enabled` before building anything. Contexts are passed explicitly (a request's trace
-// rides on its ClaimRequest), so no context manager runs on the claim path.
+// the rest of the code asks `enabled` before building anything. Contexts are passed explicitly (a
+// request's trace rides on its ClaimRequest), so no context manager runs on the claim path.
 import {
   type Attributes,
   type Context,
