@@ -1,17 +1,13 @@
 // LOG_REQUESTS through the real app: which requests leave a request line, and at which level.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { describe, expect, it } from "bun:test";
 import { createApp } from "../src/app";
 import { createClaimer } from "../src/coupons/claims";
 import { createLogger, type RequestLogMode } from "../src/log";
 import { createMetrics } from "../src/metrics/metrics";
-import { createTestDatabase, type TestDatabase } from "./support/database";
+import { databaseForSuite } from "./support/database";
 import { testFeed } from "./support/feed";
 
-let database: TestDatabase;
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(() => database.drop());
+const database = databaseForSuite();
 
 /** Sends each path to an app logging at `level` with LOG_REQUESTS=`mode`; returns the request lines. */
 async function requestLines(mode: RequestLogMode | undefined, level: "debug" | "info", paths: string[]) {

@@ -1,18 +1,14 @@
 // The memory answers: learnt only from a committed state where no claim can win (sold out, paused,
 // not open yet, ended), forgotten on a change, off while the change feed is lost, within a byte budget.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { describe, expect, it } from "bun:test";
 import { createAnswers } from "../../src/coupons/answers";
 import { decideClaims } from "../../src/coupons/claim-sql";
 import { createCoupon, updateCoupon } from "../../src/coupons/coupons";
 import { createLogger } from "../../src/log";
-import { createTestDatabase, type TestDatabase } from "../support/database";
+import { databaseForSuite } from "../support/database";
 import { type TestFeed, testFeed } from "../support/feed";
 
-let database: TestDatabase;
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(() => database.drop());
+const database = databaseForSuite();
 
 /** A coupon sold out by `users` (one unit each). */
 async function soldOutCoupon(name: string, users: string[]) {

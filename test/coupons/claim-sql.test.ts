@@ -1,7 +1,7 @@
 // decideClaims (claim_batch, claim_release_batch, and with Idempotency-Keys claim_keyed_batch and
 // claim_request_batch): one batch = the same answers and state as its claims and releases applied one
 // by one in order; a keyed request's decision is stored with it and given again to the same key.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { describe, expect, it } from "bun:test";
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/postgres-js";
 import fc from "fast-check";
@@ -13,16 +13,12 @@ import { fingerprint } from "../../src/coupons/idempotency";
 import { type ClaimRejection, claimRejections, type DecidedOutcome } from "../../src/coupons/outcomes";
 import { openPostgres } from "../../src/db/client";
 import * as schema from "../../src/db/schema";
-import { createTestDatabase, type TestDatabase } from "../support/database";
+import { databaseForSuite } from "../support/database";
 import { expectStockInvariant } from "../support/invariant";
 import { type ModelCoupon, modelClaim, modelRelease } from "../support/model";
 import { until } from "../support/replicas";
 
-let database: TestDatabase;
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(() => database.drop());
+const database = databaseForSuite();
 
 const outcomes = async (coupon: string, users: string[]) =>
   (await decideClaims(database.handle.db, coupon, users)).decisions.map((d) => d.outcome);

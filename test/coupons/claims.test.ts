@@ -1,18 +1,14 @@
 // The claim path behind the route: batching, failure isolation, admission, deadlines and memory answers.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { describe, expect, it } from "bun:test";
 import { decideClaims } from "../../src/coupons/claim-sql";
 import { type ClaimerOptions, claimRequest, createClaimer } from "../../src/coupons/claims";
 import { createCoupon } from "../../src/coupons/coupons";
 import { createLogger } from "../../src/log";
-import { createTestDatabase, type TestDatabase } from "../support/database";
+import { databaseForSuite } from "../support/database";
 import { testFeed } from "../support/feed";
 import { expectStockInvariant } from "../support/invariant";
 
-let database: TestDatabase;
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(() => database.drop());
+const database = databaseForSuite();
 
 const options = (overrides: Partial<ClaimerOptions> = {}): ClaimerOptions => ({
   batchMax: 64,

@@ -1,17 +1,13 @@
 // The optional admin token (ADMIN_TOKEN): when set, only a client with the bearer token may create
 // coupons; claiming and reading stay open to everyone. Unset, creating needs no header at all.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { beforeAll, describe, expect, it } from "bun:test";
 import { buildApp } from "../support/app";
-import { createTestDatabase, type TestDatabase } from "../support/database";
+import { databaseForSuite } from "../support/database";
 import { type ApiResponse, type Client, client } from "../support/http";
 
 const TOKEN = "s3cret-token-0123456789";
 
-let database: TestDatabase;
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(() => database.drop());
+const database = databaseForSuite();
 
 const expectProblem = (res: ApiResponse, status: number, code: string) => {
   expect(res.status).toBe(status);

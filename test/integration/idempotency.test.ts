@@ -3,12 +3,12 @@
 // applied twice), from another instance and after a restart; the same key for another request (422);
 // which answers are stored and which are not (the retry executes); one key at once in one process;
 // keyed claims never answered from memory; expiry; the key's syntax; requests without the header.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { describe, expect, it } from "bun:test";
 import { loadConfig } from "../../src/config";
 import { type BatchResult, decideClaims } from "../../src/coupons/claim-sql";
 import { openPostgres } from "../../src/db/client";
 import { buildApp, listen, serveForSuite, type TestAppOptions } from "../support/app";
-import { createTestDatabase, type TestDatabase } from "../support/database";
+import { databaseForSuite } from "../support/database";
 import { type ApiResponse, type Client, client } from "../support/http";
 import { until } from "../support/replicas";
 
@@ -30,11 +30,7 @@ const IN_USE = {
   code: "IDEMPOTENCY_KEY_IN_USE",
 };
 
-let database: TestDatabase;
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(() => database.drop());
+const database = databaseForSuite();
 
 const served = serveForSuite(() => database.handle.db);
 const api = () => served.api;

@@ -1,20 +1,16 @@
 // Releasing a claim (DELETE /api/coupons/{name}/claims/{user_id}) over real HTTP against PostgreSQL:
 // the answer's keys, the refusals, names that need URL-encoding, the unit going back to stock and
 // the user to the end of claimed_by, memory answers forgotten at once, the admin token, the metrics.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { describe, expect, it } from "bun:test";
 import { serveForSuite } from "../support/app";
-import { createTestDatabase, type TestDatabase } from "../support/database";
+import { databaseForSuite } from "../support/database";
 import type { ApiResponse, Client } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
 
 const TOKEN = "s3cret-token-0123456789";
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-let database: TestDatabase;
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(() => database.drop());
+const database = databaseForSuite();
 
 const served = serveForSuite(() => database.handle.db);
 const api = () => served.api;

@@ -2,19 +2,15 @@
 // carry (and, for a plain coupon, what they still do not), what is refused and with which field named,
 // the claim rules a change brings in, the admin token on PATCH, and in SQL that no claim ever won
 // outside [starts_at, ends_at).
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { beforeAll, describe, expect, it } from "bun:test";
 import { serveForSuite } from "../support/app";
-import { createTestDatabase, type TestDatabase } from "../support/database";
+import { databaseForSuite } from "../support/database";
 import type { ApiResponse, Client } from "../support/http";
 
 const TOKEN = "s3cret-token-0123456789";
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-let database: TestDatabase;
-beforeAll(async () => {
-  database = await createTestDatabase();
-});
-afterAll(() => database.drop());
+const database = databaseForSuite();
 
 const served = serveForSuite(() => database.handle.db);
 const api = () => served.api;

@@ -1,4 +1,5 @@
 // A freshly created PostgreSQL database per test file, so the suite never touches existing data.
+import { afterAll, beforeAll } from "bun:test";
 import postgres from "postgres";
 import { loadConfig } from "../../src/config";
 import { type DatabaseHandle, openPostgres } from "../../src/db/client";
@@ -40,5 +41,33 @@ export async function createTestDatabase(options: { migrate?: boolean; poolMax?:
       await cleanup.unsafe(`drop database if exists ${name} with (force)`);
       await cleanup.end();
     },
+  };
+}
+
+/**
+ * A fresh migrated database for the enclosing file or describe block: created in its beforeAll and
+ * dropped in its afterAll. Its fields may be read from then on (in hooks and tests, not at load).
+ */
+export function databaseForSuite(options: { poolMax?: number } = {}): TestDatabase {
+  let current: TestDatabase | undefined;
+  beforeAll(async () => {
+    current = await createTestDatabase(options);
+  });
+  afterAll(() => current?.drop());
+  const database = () => {
+    if (!current) throw new Error("the suite's database is read before its beforeAll ran");
+    return current;
+  };
+  return {
+    get url() {
+      return database().url;
+    },
+    get handle() {
+      return database().handle;
+    },
+    get sql() {
+      return database().sql;
+    },
+    drop: () => database().drop(),
   };
 }
