@@ -62,14 +62,15 @@ export function postgresOptions(config: PostgresOptions): postgres.Options<Recor
   };
 }
 
-/**
- * Runs the migrations over a client of one connection of its own at `url` (MIGRATION_DATABASE_URL:
- * the primary itself, where the pool goes through a pooler), closed once they are applied.
- */
-async function migrateAt(url: string, config: PostgresOptions): Promise<void> {
+/** Runs `work` over a client of one connection of its own at `url`, closed once it is done. */
+async function withOneConnection<T>(
+  url: string,
+  config: PostgresOptions,
+  work: (db: Database) => Promise<T>,
+): Promise<T> {
   const client = postgres(url, { ...postgresOptions(config), max: 1 });
   try {
-    await runMigrations(drizzlePostgres(client, { schema }) as unknown as Database);
+    return await work(drizzlePostgres(client, { schema }) as unknown as Database);
   } finally {
     await client.end({ timeout: 5 });
   }
@@ -91,17 +92,11 @@ export function openPostgres(
   return {
     db,
     kind: "postgres",
-    migrate: () => (migrationUrl ? migrateAt(migrationUrl, config) : runMigrations(db)),
-    async checkLock() {
-      // The second session: a connection of its own, so a pool of one (or a pooler) cannot queue it
-      // behind the first session's transaction.
-      const second = postgres(url, { ...postgresOptions(config), max: 1 });
-      try {
-        await checkAdvisoryLock(db, drizzlePostgres(second, { schema }) as unknown as Database);
-      } finally {
-        await second.end({ timeout: 5 });
-      }
-    },
+    // MIGRATION_DATABASE_URL: the primary itself, where the pool goes through a pooler.
+    migrate: () => (migrationUrl ? withOneConnection(migrationUrl, config, runMigrations) : runMigrations(db)),
+    // The second session: a connection of its own, so a pool of one (or a pooler) cannot queue it
+    // behind the first session's transaction.
+    checkLock: () => withOneConnection(url, config, (second) => checkAdvisoryLock(db, second)),
     listen: async (options) =>
       listenPostgres(listenUrl, config, { probe: (payload) => db.execute(announceChange(payload)), ...options }),
     close: (timeoutMs = 5000) => client.end({ timeout: timeoutMs / 1000 }),
