@@ -6,7 +6,7 @@ import { logLevels, requestLogModes } from "./log";
 
 // A duration setting's form; its error says what a duration looks like, not this expression.
 // At most six digits: PostgreSQL refuses an interval past about 178 million years.
-const DURATION_PATTERN = "^[1-9][0-9]{0,5}(ms|s|m|h|d)$";
+const DURATION_PATTERN = "^([1-9][0-9]{0,5})(ms|s|m|h|d)$";
 
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -82,9 +82,11 @@ export type Config = Static<typeof ConfigSchema>;
 
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
+const DURATION = new RegExp(DURATION_PATTERN);
+
 /** A duration setting ("24h", "90s", "500ms") in milliseconds; loadConfig has checked its form. */
 export function durationMs(value: string): number {
-  const [, amount, unit] = /^(\d+)(ms|s|m|h|d)$/.exec(value) ?? [];
+  const [, amount, unit] = DURATION.exec(value) ?? [];
   return Number(amount) * UNIT_MS[unit as keyof typeof UNIT_MS];
 }
 
@@ -102,6 +104,16 @@ function shown(key: string, value: string | undefined): string {
   if (key.endsWith("DATABASE_URL") && value)
     return JSON.stringify(value.replace(/^([^:/]*:\/\/[^:@/]*:)[^@/]*@/, "$1***@"));
   return JSON.stringify(value);
+}
+
+/** The error a start-up ends with over bad settings, one line per problem; main.ts logs it alone. */
+function invalidConfiguration(problems: readonly string[]): Error {
+  return new Error(`Invalid configuration:\n  - ${problems.join("\n  - ")}`);
+}
+
+/** The same error for one setting read outside ConfigSchema (the OTEL_* variables). */
+export function invalidSetting(key: string, value: string, expected: string): Error {
+  return invalidConfiguration([`${key}=${JSON.stringify(value)}: ${expected}`]);
 }
 
 /** Reads and validates the configuration; throws one Error listing every invalid variable. */
@@ -134,6 +146,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       problems.push(`${key}=${shown(key, raw[key])}: ${URL_EXPECTED}`);
     }
   }
-  if (problems.length > 0) throw new Error(`Invalid configuration:\n  - ${problems.join("\n  - ")}`);
+  if (problems.length > 0) throw invalidConfiguration(problems);
   return candidate as Config;
 }

@@ -1,6 +1,7 @@
 // OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, as the specification defines them (the trace SDK
 // no longer reads them itself). Default: parentbased_always_on.
 import type { Sampler } from "@opentelemetry/sdk-trace";
+import { invalidSetting } from "../config";
 
 type Env = Record<string, string | undefined>;
 
@@ -34,9 +35,7 @@ async function named(env: Env): Promise<Sampler> {
     const arg = env.OTEL_TRACES_SAMPLER_ARG ?? "1";
     const value = Number(arg);
     if (arg.trim() === "" || !Number.isFinite(value) || value < 0 || value > 1)
-      throw new Error(
-        `Invalid configuration:\n  - OTEL_TRACES_SAMPLER_ARG=${JSON.stringify(arg)}: expected a ratio from 0 to 1`,
-      );
+      throw invalidSetting("OTEL_TRACES_SAMPLER_ARG", arg, "expected a ratio from 0 to 1");
     return new TraceIdRatioBasedSampler(value);
   };
   switch (name) {
@@ -53,8 +52,10 @@ async function named(env: Env): Promise<Sampler> {
     case "parentbased_traceidratio":
       return new ParentBasedSampler({ root: ratio() });
     default:
-      throw new Error(
-        `Invalid configuration:\n  - OTEL_TRACES_SAMPLER=${JSON.stringify(name)}: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio`,
+      throw invalidSetting(
+        "OTEL_TRACES_SAMPLER",
+        name,
+        "expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio",
       );
   }
 }

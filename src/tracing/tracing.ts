@@ -14,6 +14,7 @@ import {
   type Tracer,
   trace,
 } from "@opentelemetry/api";
+import { invalidSetting } from "../config";
 
 /** A request's server span, and the context its children start in. */
 export interface RequestTrace {
@@ -69,9 +70,6 @@ function tracesUrl(env: Env): string {
   return `${(env.OTEL_EXPORTER_OTLP_ENDPOINT ?? "").replace(/\/+$/, "")}/v1/traces`;
 }
 
-const invalid = (key: string, value: string, expected: string) =>
-  new Error(`Invalid configuration:\n  - ${key}=${JSON.stringify(value)}: ${expected}`);
-
 /**
  * The OTLP/HTTP encoding: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, else
  * http/protobuf (the specification's default). grpc is refused rather than ignored: spans sent as
@@ -82,7 +80,7 @@ export function otlpProtocol(env: Env): "http/protobuf" | "http/json" {
     const value = env[key];
     if (value === undefined || value === "") continue;
     if (value === "http/protobuf" || value === "http/json") return value;
-    throw invalid(
+    throw invalidSetting(
       key,
       value,
       "expected http/protobuf or http/json (OTLP over HTTP, usually port 4318; grpc is not supported)",
@@ -95,7 +93,7 @@ export function otlpProtocol(env: Env): "http/protobuf" | "http/json" {
 function checkExporter(env: Env): void {
   const value = env.OTEL_TRACES_EXPORTER;
   if (value === undefined || value === "" || value === "otlp") return;
-  throw invalid("OTEL_TRACES_EXPORTER", value, "expected otlp, or none to switch tracing off");
+  throw invalidSetting("OTEL_TRACES_EXPORTER", value, "expected otlp, or none to switch tracing off");
 }
 
 /** The standard OTEL_BSP_* settings of the batch span processor, where set (the SDK no longer reads them). */
@@ -103,7 +101,7 @@ function batchOptions(env: Env) {
   const read = (key: string) => {
     const value = env[key];
     if (value === undefined || value === "") return undefined;
-    if (!/^\d+$/.test(value)) throw invalid(key, value, "expected an integer");
+    if (!/^\d+$/.test(value)) throw invalidSetting(key, value, "expected an integer");
     return Number(value);
   };
   const options = {
