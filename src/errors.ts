@@ -83,6 +83,9 @@ export function toProblem(code: ErrorCode, detail: string, instance?: string, re
   };
 }
 
+/** Says an answer is the one stored under the request's Idempotency-Key, given again (value "true"). */
+export const REPLAYED_HEADER = "idempotent-replayed";
+
 export interface ProblemContext {
   instance?: string;
   requestId?: string;
@@ -100,7 +103,7 @@ export function problemResponse(code: ErrorCode, detail: string, context: Proble
   if (context.retryAfter !== undefined) headers["retry-after"] = String(context.retryAfter);
   if (code === "UNAUTHORIZED") headers["www-authenticate"] = 'Bearer realm="coupon-service"'; // RFC 9110
   if (context.requestId) headers["x-request-id"] = context.requestId;
-  if (context.replayed) headers["idempotent-replayed"] = "true";
+  if (context.replayed) headers[REPLAYED_HEADER] = "true";
   return new Response(JSON.stringify(toProblem(code, detail, context.instance, context.requestId)), {
     status: errorStatus[code],
     headers,

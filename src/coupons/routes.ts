@@ -3,7 +3,7 @@ import { timingSafeEqual } from "node:crypto";
 import { Elysia } from "elysia";
 import type { Database } from "../db/client";
 import { withDeadline } from "../db/deadline";
-import { AppError, type ErrorCode, errorStatus, problemResponse } from "../errors";
+import { AppError, type ErrorCode, errorStatus, problemResponse, REPLAYED_HEADER } from "../errors";
 import { jsonAnswer } from "../http/json-stream";
 import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
@@ -88,6 +88,11 @@ function rejection(result: ClaimResult, set: ResponseSet, path: string): Respons
   return refusal(code, detail, set, path, { retryAfter: result.retryAfter ?? retryAfter, replayed: result.replayed });
 }
 
+/** Marks a success given again from its Idempotency-Key (problems carry the header by problemResponse). */
+function markReplayed(set: ResponseSet, replayed: boolean | undefined): void {
+  if (replayed) set.headers[REPLAYED_HEADER] = "true";
+}
+
 const inUse: ClaimResult = Object.freeze({ outcome: "idempotency_key_in_use" });
 // Sent, with no answer by its deadline: its transaction may still be running.
 const isUnconfirmed = (result: ClaimResult) => result.outcome === "unconfirmed";
@@ -132,7 +137,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         }
         set.status = 201;
         set.headers.location = `/api/coupons/${encodeURIComponent(result.coupon.name)}`;
-        if (replayed) set.headers["idempotent-replayed"] = "true";
+        markReplayed(set, replayed);
         return result.coupon;
       },
       {
@@ -151,7 +156,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
           key,
         );
         if (result.outcome !== "created") return rejection(result, set, path);
-        if (result.replayed) set.headers["idempotent-replayed"] = "true";
+        markReplayed(set, result.replayed);
         set.status = 201;
         return {
           user_id: body.user_id,
@@ -197,7 +202,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
           key,
         );
         if (result.outcome !== "released") return rejection(result, set, path);
-        if (result.replayed) set.headers["idempotent-replayed"] = "true";
+        markReplayed(set, result.replayed);
         return {
           coupon_name: params.name,
           user_id: params.user_id,
