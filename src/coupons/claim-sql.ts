@@ -57,13 +57,15 @@ function batchCall(
   oneByOne = false,
 ) {
   const users = sql.param(userIds);
-  if (!releases?.includes(true) && !keys)
-    return sql`select outcome, claimed_at as decided_at, remaining, opens_in_ms
-      from claim_batch(${couponName}, ${users}::text[])`;
-  if (!releases?.includes(true) && keys && !oneByOne)
-    return sql`select outcome, decided_at, remaining, opens_in_ms, replayed
-      from claim_keyed_batch(${couponName}, ${users}::text[], ${sql.param(keys.keys)}::text[],
-        ${sql.param(keys.fingerprints)}::text[], ${keys.ttlMs}::float8)`;
+  if (!releases?.includes(true)) {
+    if (!keys)
+      return sql`select outcome, claimed_at as decided_at, remaining, opens_in_ms
+        from claim_batch(${couponName}, ${users}::text[])`;
+    if (!oneByOne)
+      return sql`select outcome, decided_at, remaining, opens_in_ms, replayed
+        from claim_keyed_batch(${couponName}, ${users}::text[], ${sql.param(keys.keys)}::text[],
+          ${sql.param(keys.fingerprints)}::text[], ${keys.ttlMs}::float8)`;
+  }
   // As text: postgres.js sends a JS array of booleans as one boolean, which no cast turns into an array.
   const flags = sql.param(userIds.map((_, i) => (releases?.[i] ? "t" : "f")));
   const none = userIds.map(() => null);
