@@ -136,11 +136,12 @@ function toResult(decision: ClaimDecision): ClaimResult {
   return { ...decision, retryAfter: Math.max(1, Math.ceil(decision.opensInMs / 1000)) };
 }
 
-// A failed batch's log line names the traces of the requests it answered 503 (the first ones: a line
-// stays short at 100% sampling, and any one of them leads to the batch's span through its link).
+// A failed batch's log line names the traces of the sampled requests it answered 503 (the only ones
+// that carry a trace; the first 8: a line stays short at 100% sampling, and any one of them leads to
+// the batch's span through its link).
 const TRACE_IDS_LOGGED = 8;
 
-/** `trace_ids` of a batch's traced requests, for its log line; nothing when none is traced. */
+/** `trace_ids` of a batch's sampled requests, for its log line; nothing when none is sampled. */
 function traceIds(requests: readonly ClaimRequest[]): { trace_ids?: string[] } {
   const ids = [...new Set(requests.flatMap((request) => (request.trace ? [request.trace.traceId] : [])))];
   return ids.length > 0 ? { trace_ids: ids.slice(0, TRACE_IDS_LOGGED) } : {};
