@@ -14,7 +14,9 @@ export class LockCheckError extends Error {
   override name = "LockCheckError";
 }
 
-// Any key will do; one of its own keeps the test off every coupon's lock and the migrations'.
+// A key of its own for each run of the self-test: off every coupon's lock and the migrations', and off
+// the self-test of every other replica starting at the same moment (with one shared key, a replica
+// probing the free lock found it held by its neighbour and refused a working engine).
 const SELF_TEST_KEY = "coupon-service advisory lock self-test";
 const UNDEFINED_FUNCTION = "42883";
 
@@ -30,7 +32,10 @@ export async function checkAdvisoryLock(db: Database, other: Database): Promise<
     );
   let key: string;
   try {
-    const [row] = await queryRows<{ key: string }>(db, sql`select hashtextextended(${SELF_TEST_KEY}, 0)::text as key`);
+    const [row] = await queryRows<{ key: string }>(
+      db,
+      sql`select hashtextextended(${`${SELF_TEST_KEY} ${crypto.randomUUID()}`}, 0)::text as key`,
+    );
     key = row?.key as string;
   } catch (error) {
     if (pgErrorCode(error) === UNDEFINED_FUNCTION)

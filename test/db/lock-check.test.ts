@@ -6,7 +6,7 @@ import { loadConfig } from "../../src/config";
 import { openPostgres } from "../../src/db/client";
 import { LockCheckError } from "../../src/db/lock-check";
 import { createTestDatabase, type TestDatabase } from "../support/database";
-import { runToExit } from "../support/service";
+import { runToExit, startService } from "../support/service";
 
 let real: TestDatabase;
 let stubbed: TestDatabase;
@@ -36,6 +36,35 @@ describe("the advisory lock self-test", () => {
       await handle.close();
     }
   });
+
+  it("never refuses PostgreSQL while other replicas run the same self-test at the same moment", async () => {
+    // Replicas of one rollout start together: each self-test must hold and probe a lock no other one
+    // can be holding, or a working engine is refused as if its locks did not exclude.
+    const replicas = Array.from({ length: 6 }, () => handleOn(real.url));
+    try {
+      for (let round = 0; round < 15; round++) {
+        const outcomes = await Promise.allSettled(replicas.map((replica) => replica.checkLock()));
+        const refusals = outcomes.flatMap((outcome) =>
+          outcome.status === "rejected" ? [String((outcome.reason as Error).message)] : [],
+        );
+        expect({ round, refusals }).toEqual({ round, refusals: [] });
+      }
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.close()));
+    }
+  }, 30_000);
+
+  it("lets three services started at the same moment on one empty database all start", async () => {
+    const empty = await createTestDatabase({ migrate: false });
+    const started = await Promise.allSettled([0, 1, 2].map(() => startService({ DATABASE_URL: empty.url })));
+    try {
+      expect(started.map((service) => service.status)).toEqual(["fulfilled", "fulfilled", "fulfilled"]);
+    } finally {
+      for (const service of started) if (service.status === "fulfilled") service.value.child.kill("SIGKILL");
+      await Promise.all(started.map((service) => (service.status === "fulfilled" ? service.value.child.exited : 0)));
+      await empty.drop();
+    }
+  }, 30_000);
 
   it("refuses stub lock functions that report success, naming the engine and the reason", async () => {
     const handle = handleOn(stubbed.url);
