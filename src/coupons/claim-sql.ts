@@ -105,7 +105,11 @@ export async function decideClaims(
         outcome: row.outcome,
         remaining: perRow || row.remaining === null ? row.remaining : row.outcome === "created" ? --after : after,
         ...(row.decided_at ? { decidedAt: new Date(row.decided_at) } : {}),
-        ...(row.opens_in_ms !== null ? { opensInMs: Number(row.opens_in_ms) } : {}),
+        // claim_batch gives every row of a batch on a sale not open yet the time to the opening, a
+        // holder's too; only a sale_not_started answer can use it.
+        ...(row.opens_in_ms !== null && row.outcome === "sale_not_started"
+          ? { opensInMs: Number(row.opens_in_ms) }
+          : {}),
         ...(row.replayed ? { replayed: true as const } : {}),
       })),
       // A replayed row holds the stock as it was then, not now; a refused key says nothing of it.

@@ -82,10 +82,14 @@ function refusal(
   });
 }
 
-/** A claim's or release's refusal, by the outcomes table. */
+/**
+ * A claim's or release's refusal, by the outcomes table. Retry-After only on an answer a later retry
+ * can change (the table's `retry`): those are never stored under a key, so a replay never lacks it.
+ */
 function rejection(result: ClaimResult, set: ResponseSet, path: string): Response {
-  const { code, detail, retryAfter } = claimRejections[result.outcome as ClaimRejection];
-  return refusal(code, detail, set, path, { retryAfter: result.retryAfter ?? retryAfter, replayed: result.replayed });
+  const { code, detail, retryAfter, retry } = claimRejections[result.outcome as ClaimRejection];
+  const wait = retry ? (result.retryAfter ?? retryAfter) : undefined;
+  return refusal(code, detail, set, path, { retryAfter: wait, replayed: result.replayed });
 }
 
 /** Marks a success given again from its Idempotency-Key (problems carry the header by problemResponse). */

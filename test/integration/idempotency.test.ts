@@ -82,8 +82,8 @@ function expectReplay(first: ApiResponse, again: ApiResponse): void {
   expect(first.headers.get("idempotent-replayed")).toBeNull();
   expect(again.headers.get("idempotent-replayed")).toBe("true");
   expect(again.status).toBe(first.status);
-  expect(again.headers.get("content-type")).toBe(first.headers.get("content-type") as string);
-  expect(again.headers.get("location")).toBe(first.headers.get("location"));
+  // Every header the first answer had, and no other: Retry-After, Location, Content-Type, Content-Length.
+  expect(answerHeaders(again)).toEqual(answerHeaders(first));
   if (first.headers.get("content-type") === "application/problem+json") {
     const { request_id: firstId, ...firstProblem } = first.body;
     const { request_id: againId, ...againProblem } = again.body;
@@ -94,6 +94,12 @@ function expectReplay(first: ApiResponse, again: ApiResponse): void {
     expect(again.headers.get("content-length")).toBe(first.headers.get("content-length") as string);
     expect(JSON.stringify(again.body)).toBe(JSON.stringify(first.body));
   }
+}
+
+/** The headers of an answer but those that belong to the request or the moment (and the replay marker). */
+function answerHeaders(res: ApiResponse): Record<string, string> {
+  const own = new Set(["x-request-id", "idempotent-replayed", "date"]);
+  return Object.fromEntries([...res.headers.entries()].filter(([name]) => !own.has(name)));
 }
 
 /** A problem answer with `status` and `code`, not marked as replayed. */
@@ -457,6 +463,22 @@ describe("refusals that are stored: the same key gets them again, whatever chang
     expect((await release(api(), "STORED_ALREADY", "ann")).status).toBe(200);
     expectReplay(first, await claim(api(), "ann", "STORED_ALREADY", key));
     expect(await holders("STORED_ALREADY")).toEqual([]);
+  });
+
+  it("ALREADY_CLAIMED to a holder of a sale rescheduled into the future: no Retry-After, first or replayed", async () => {
+    await couponClaimedBy("STORED_ALREADY_LATER", 2, ["ann"]);
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    expect((await patch(api(), "STORED_ALREADY_LATER", { starts_at: later })).status).toBe(200);
+    const unkeyed = await claim(api(), "ann", "STORED_ALREADY_LATER");
+    expectFresh(unkeyed, 409, "ALREADY_CLAIMED");
+    expect(unkeyed.headers.get("retry-after")).toBeNull(); // retrying cannot change it
+    const key = newKey();
+    const first = await claim(api(), "ann", "STORED_ALREADY_LATER", key);
+    expectFresh(first, 409, "ALREADY_CLAIMED");
+    expect(first.headers.get("retry-after")).toBeNull();
+    expectReplay(first, await claim(api(), "ann", "STORED_ALREADY_LATER", key));
+    // A non-holder is told when to come back.
+    expect((await claim(api(), "bob", "STORED_ALREADY_LATER")).headers.get("retry-after")).toMatch(/^\d+$/);
   });
 
   it("SALE_ENDED stays the answer after the end was cleared", async () => {
