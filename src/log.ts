@@ -43,8 +43,65 @@ export function createLogger(
   return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
 }
 
-/** Serialises an unknown thrown value for a log line, keeping the stack. */
+/** Drops drizzle's "\nparams: …" from a message or stack (up to the stack's first frame): user data, and long. */
+export function withoutParams(text: string): string {
+  return text.replace(/\nparams: [\s\S]*?(?=\n {4}at |$)/, "");
+}
+
+/** One thrown value as a log line shows it: its kind, code, words and the cause under it. */
+export interface ErrorDescription {
+  name: string;
+  message: string;
+  code?: string;
+  stack?: string;
+  cause?: ErrorDescription;
+}
+
+type Thrown = { name?: unknown; message?: unknown; code?: unknown; errno?: unknown; stack?: unknown; cause?: unknown };
+
+/** `value` described whatever it is: an Error, a driver's error object, a plain object, a string. */
+export function describeError(value: unknown, depth = 0): ErrorDescription {
+  if (value === null || typeof value !== "object") return { name: typeof value, message: String(value) };
+  const e = value as Thrown;
+  const code = typeof e.code === "string" ? e.code : typeof e.errno === "number" ? `errno ${e.errno}` : undefined;
+  // Named by shape first: the compiled binary is minified, so class names are not the source's.
+  const name =
+    "severity" in e
+      ? "PostgresError"
+      : "query" in e && "params" in e
+        ? "DrizzleQueryError"
+        : typeof e.name === "string" && e.name
+          ? e.name
+          : (value.constructor?.name ?? "Object");
+  let message = typeof e.message === "string" ? withoutParams(e.message) : "";
+  if (!message) message = code ?? (safeJson(value) || name);
+  const description: ErrorDescription = { name, message, ...(code ? { code } : {}) };
+  if (typeof e.stack === "string") description.stack = withoutParams(e.stack);
+  if (e.cause !== undefined && e.cause !== value && depth < 5) description.cause = describeError(e.cause, depth + 1);
+  return description;
+}
+
+function safeJson(value: object): string {
+  try {
+    return JSON.stringify(value) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+/** The innermost cause of a description, on one line: "PostgresError 57014: canceling statement …". */
+export function rootCause(description: ErrorDescription): string {
+  let root = description;
+  while (root.cause) root = root.cause;
+  const code = root.code && root.code !== root.message ? ` ${root.code}` : "";
+  return `${root.name}${code}: ${root.message.replace(/\s+/g, " ").trim()}`;
+}
+
+/**
+ * Serialises a thrown value for a log line: `err` with its chain of causes (stacks kept, query
+ * parameters never), and `cause`, the innermost one in a line, so every error line names why.
+ */
 export function errorFields(error: unknown): Record<string, unknown> {
-  if (error instanceof Error) return { err: { name: error.name, message: error.message, stack: error.stack } };
-  return { err: { message: String(error) } };
+  const err = describeError(error);
+  return { err, cause: rootCause(err) };
 }

@@ -1,5 +1,8 @@
 // What a failed start-up logs: the driver's own words (drizzle wraps them in "Failed query: …"), the
 // chain of causes, and what to do. Never query parameters: drizzle's message carries them.
+import { describeError, withoutParams } from "./log";
+
+export { withoutParams };
 
 export interface StartupFailure {
   msg: string;
@@ -13,13 +16,10 @@ interface ErrorLike {
   address?: string;
   port?: number;
   hostname?: string;
+  /** The file or folder a file system failure is about. */
+  path?: string;
   stack?: string;
   cause?: unknown;
-}
-
-/** Drops drizzle's "\nparams: …" from a message or stack (up to the stack's first frame). */
-export function withoutParams(text: string): string {
-  return text.replace(/\nparams: [\s\S]*?(?=\n {4}at |$)/, "");
 }
 
 /** The error and its causes, outermost first (at most 8, so a cycle cannot loop). */
@@ -34,9 +34,6 @@ function causeChain(error: unknown): ErrorLike[] {
 const oneLine = (text: string) => withoutParams(text).replace(/\s+/g, " ").trim();
 // A failed DDL statement is quoted whole in drizzle's message; its start says which one it was.
 const clip = (text: string) => (text.length > 200 ? `${text.slice(0, 200)}…` : text);
-// Named by shape: the compiled binary is minified, so class names are not the source's.
-const errorName = (e: ErrorLike) =>
-  "severity" in e ? "PostgresError" : "query" in e && "params" in e ? "DrizzleQueryError" : (e.name ?? "Error");
 
 /** The advice for the first cause it recognises, innermost first (the driver's code is the telling one). */
 function hintFor(chain: ErrorLike[]): string | undefined {
@@ -70,7 +67,14 @@ function hintFor(chain: ErrorLike[]): string | undefined {
         return "PostgreSQL is starting up or in recovery: retry shortly";
       case "EADDRINUSE":
         return "another process already listens on HOST:PORT: stop it or set PORT to a free port";
+      case "ENOSPC":
+      case "EDQUOT":
+        return `no space left where the embedded database keeps its files (${e.path ?? "DATA_DIR"}): free some, or set DATA_DIR to a folder on a disk with room`;
+      case "EROFS":
+        return `${e.path ?? "DATA_DIR"} is on a read-only file system: set DATA_DIR to a writable folder (a volume, in a container)`;
       case "EACCES":
+        if (e.path)
+          return `not allowed to write ${e.path}: give the service's user write access, or set DATA_DIR to a folder it owns`;
         return "not allowed to listen on PORT (ports below 1024 need privileges): set PORT to 1024 or above";
     }
   }
@@ -80,12 +84,18 @@ function hintFor(chain: ErrorLike[]): string | undefined {
 /** The log line for an error that ended start-up. */
 export function describeStartupFailure(error: unknown): StartupFailure {
   const chain = causeChain(error);
-  const root = chain.at(-1) as ErrorLike;
+  // Each link as the log describes any thrown value: an object without a message (a file system's
+  // ErrnoError) by its code, never "[object Object]".
+  const described = chain.map((e) => describeError(e, 5));
   const code = chain.findLast((e) => typeof e.code === "string")?.code;
   const hint = hintFor(chain);
-  const causes = chain.map((e) => `${errorName(e)}${e.code ? ` ${e.code}` : ""}: ${clip(oneLine(e.message ?? ""))}`);
+  const causes = described.map(
+    (e) => `${e.name}${e.code && e.code !== e.message ? ` ${e.code}` : ""}: ${clip(oneLine(e.message))}`,
+  );
   const fields: Record<string, unknown> = { ...(code ? { code } : {}), ...(hint ? { hint } : {}), causes };
   // An unrecognised failure keeps its stack (without parameters): it is a bug to look into.
   if (!hint && chain[0]?.stack) fields.stack = withoutParams(chain[0].stack);
-  return { msg: `startup failed: ${oneLine(root.message ?? String(error))}`, fields };
+  // The innermost words: a cause without any (only a code) is named by the link that wraps it.
+  const words = chain.findLast((e) => typeof e.message === "string" && e.message !== "")?.message;
+  return { msg: `startup failed: ${oneLine(words ?? described.at(-1)?.message ?? String(error))}`, fields };
 }

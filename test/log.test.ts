@@ -1,4 +1,5 @@
 import { describe, expect, it } from "bun:test";
+import fc from "fast-check";
 import { createLogger, errorFields, requestLogLevel } from "../src/log";
 
 describe("createLogger", () => {
@@ -26,7 +27,45 @@ describe("errorFields", () => {
     const fields = errorFields(new Error("boom")) as { err: { message: string; stack: string } };
     expect(fields.err.message).toBe("boom");
     expect(fields.err.stack).toContain("boom");
-    expect(errorFields("plain")).toEqual({ err: { message: "plain" } });
+    expect(errorFields("plain")).toMatchObject({ err: { message: "plain" }, cause: "string: plain" });
+  });
+
+  it("names the innermost cause of a failed query, its code and words, without the query's parameters", () => {
+    const postgres = Object.assign(new Error("canceling statement due to statement timeout"), {
+      severity: "ERROR",
+      code: "57014",
+    });
+    const drizzle = Object.assign(new Error("Failed query: select claim_batch($1, $2)\nparams: big-sale,ann,bob"), {
+      query: "select claim_batch($1, $2)",
+      params: ["big-sale", ["ann", "bob"]],
+      cause: postgres,
+    });
+    const fields = errorFields(drizzle);
+    expect(fields.cause).toBe("PostgresError 57014: canceling statement due to statement timeout");
+    expect(fields.err).toMatchObject({
+      name: "DrizzleQueryError",
+      message: "Failed query: select claim_batch($1, $2)",
+    });
+    expect(JSON.stringify(fields)).not.toContain("ann");
+  });
+
+  it("describes any thrown value in words, never as [object Object]: the check over every error line", () => {
+    const thrown = fc.oneof(
+      fc.anything(),
+      fc.record({ name: fc.constant("ErrnoError"), errno: fc.integer() }),
+      fc.anything().map((cause) => new Error("outer", { cause })),
+      fc.string().map((message) => Object.assign(new Error(message), { code: "ECONNRESET" })),
+    );
+    fc.assert(
+      fc.property(thrown, (value) => {
+        const fields = errorFields(value);
+        const line = JSON.stringify(fields);
+        expect(typeof fields.cause).toBe("string");
+        expect((fields.cause as string).length).toBeGreaterThan(0);
+        expect(line).not.toContain("[object Object]");
+      }),
+      { numRuns: 500 },
+    );
   });
 });
 

@@ -1,6 +1,9 @@
 // Start-up failures name their cause and what to do, from the real driver's errors against the test
 // server: an unreachable server, a missing database, a role without CREATE, another application's tables.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import postgres from "postgres";
 import { loadConfig } from "../src/config";
@@ -168,4 +171,39 @@ describe("the entry point on an unreachable database", () => {
       'Invalid configuration:\n  - DATABASE_URL="postgres://u:***@127.0.0.1:notaport/x": expected postgres://user:password@host:5432/database (a URL postgres.js can parse)',
     );
   });
+});
+
+describe("embedded mode on a full disk", () => {
+  // A 512 KiB tmpfs in a mount namespace of its own (as root, or in a user namespace otherwise): too
+  // small for the embedded database's first start.
+  const asRoot = process.getuid?.() === 0;
+  const canMount = Bun.spawnSync(["unshare", ...(asRoot ? ["-m"] : ["-rm"]), "true"]).exitCode === 0;
+  if (!canMount && !process.env.CI) console.warn("full-disk start-up test skipped: cannot unshare a mount namespace");
+  (canMount || process.env.CI ? it : it.skip)(
+    "exits 1 naming ENOSPC and what to do, never [object Object]",
+    async () => {
+      const folder = mkdtempSync(join(tmpdir(), "coupon-full-disk-"));
+      try {
+        const main = join(import.meta.dir, "../src/main.ts");
+        const script = `mount -t tmpfs -o size=512k tmpfs "$0" && exec bun "$1"`;
+        const child = Bun.spawn(["unshare", ...(asRoot ? ["-m"] : ["-rm"]), "sh", "-c", script, folder, main], {
+          env: { ...process.env, DATABASE_URL: "", DATA_DIR: join(folder, "data"), PORT: "0", HOST: "127.0.0.1" },
+          stdout: "pipe",
+          stderr: "pipe",
+        });
+        const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+        const [stdout, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
+        clearTimeout(timer);
+        expect(code).toBe(1);
+        const failure = JSON.parse(stdout.trim().split("\n").at(-1) ?? "{}");
+        expect(failure).toMatchObject({ level: "error", code: "ENOSPC" });
+        expect(failure.msg).toStartWith("startup failed: ENOSPC: no space left on device");
+        expect(failure.hint).toContain("set DATA_DIR to a folder on a disk with room");
+        expect(stdout).not.toContain("[object Object]");
+      } finally {
+        rmSync(folder, { recursive: true, force: true });
+      }
+    },
+    70_000,
+  );
 });

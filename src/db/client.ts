@@ -10,7 +10,7 @@ import type { Config } from "../config";
 import { announceChange, type ChangeFeed, type FeedOptions, listenPglite, listenPostgres } from "./changes";
 import { checkAdvisoryLock } from "./lock-check";
 import { runMigrations } from "./migrate";
-import { lockDataDir, pgliteAssets } from "./pglite";
+import { fileSystemError, lockDataDir, pgliteAssets } from "./pglite";
 import * as schema from "./schema";
 
 export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
@@ -117,7 +117,7 @@ export async function openPglite(dataDir: string): Promise<DatabaseHandle> {
     return { db, kind: "pglite", migrate: () => runMigrations(db), checkLock: async () => {}, listen, close };
   } catch (error) {
     unlock();
-    throw error;
+    throw fileSystemError(error, dataDir);
   }
 }
 

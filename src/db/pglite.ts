@@ -80,3 +80,31 @@ function cannotLock(lockFile: string, error: number): Error {
     `cannot lock ${lockFile} (flock errno ${error}); the filesystem may not support locks: put DATA_DIR on a local disk`,
   );
 }
+
+// PGlite's file system (Emscripten's) throws ErrnoError objects with a WASI errno and no message.
+const WASI_ERRNO: Record<number, [code: string, words: string]> = {
+  2: ["EACCES", "permission denied"],
+  19: ["EDQUOT", "disk quota exceeded"],
+  20: ["EEXIST", "file exists"],
+  29: ["EIO", "input/output error"],
+  44: ["ENOENT", "no such file or directory"],
+  48: ["ENOMEM", "out of memory"],
+  51: ["ENOSPC", "no space left on device"],
+  54: ["ENOTDIR", "not a directory"],
+  63: ["EPERM", "operation not permitted"],
+  69: ["EROFS", "read-only file system"],
+};
+
+/** A file system failure in `dataDir` as an Error that says what it is (ENOSPC, EACCES …), else `error` as is. */
+export function fileSystemError(error: unknown, dataDir: string): unknown {
+  const errno = (error as { errno?: unknown } | null)?.errno;
+  if (typeof errno !== "number" || error instanceof Error) return error;
+  const [code, words] = WASI_ERRNO[errno] ?? [`errno ${errno}`, "file system error"];
+  return Object.assign(
+    new Error(`${code}: ${words}, in the embedded database's files under ${dataDir}`, { cause: error }),
+    {
+      code,
+      path: dataDir,
+    },
+  );
+}

@@ -1,8 +1,10 @@
 // The claim path behind the route: batching, failure isolation, admission, deadlines and memory answers.
 import { describe, expect, it } from "bun:test";
+import { loadConfig } from "../../src/config";
 import { decideClaims } from "../../src/coupons/claim-sql";
 import { type ClaimerOptions, claimRequest, createClaimer } from "../../src/coupons/claims";
 import { createCoupon } from "../../src/coupons/coupons";
+import { openPostgres } from "../../src/db/client";
 import { createLogger } from "../../src/log";
 import { databaseForSuite } from "../support/database";
 import { testFeed } from "../support/feed";
@@ -76,6 +78,31 @@ describe("claimCoupon", () => {
     expect(rows.map((r) => r.user_id)).toEqual(["a"]);
     await expectStockInvariant(database.sql, "failing");
     expect((await claim("failing", "e")).outcome).toBe("created"); // one bad batch does not poison the coupon
+  });
+
+  it("logs a failed batch with its cause: the database's code and words, not only the failed query", async () => {
+    await createCoupon(database.handle.db, "timed-out", 10);
+    const url = database.url;
+    const pool = openPostgres(url, loadConfig({ DATABASE_URL: url, DATABASE_STATEMENT_TIMEOUT_MS: "200" }));
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger("warn", (line) => lines.push(JSON.parse(line)));
+    const claimer = createClaimer(pool.db, options({ log }));
+    const holder = await database.sql.reserve();
+    try {
+      // Another transaction holds the coupon's claim lock past the pool's lock_timeout.
+      await holder`begin`;
+      await holder`select pg_advisory_xact_lock(hashtextextended(${"timed-out"}, 0))`;
+      const result = await claimer.claimCoupon(claimRequest("timed-out", "u", 5000));
+      expect(result.outcome).toBe("unconfirmed");
+    } finally {
+      await holder`rollback`;
+      holder.release();
+      await pool.close();
+    }
+    const failed = lines.find((line) => line.msg === "claim batch failed; its claims were answered 503");
+    // statement_timeout and lock_timeout are both 200 ms here: either may be the one that fires.
+    expect(failed?.cause).toMatch(/^PostgresError (55P03|57014): canceling statement due to (lock|statement) timeout$/);
+    expect(JSON.stringify(failed)).not.toContain("params:"); // the users of the batch are not logged
   });
 
   it("refuses claims past the per-coupon queue bound at once, without touching the database", async () => {
