@@ -24,7 +24,10 @@ export interface ClaimRequest {
   idempotency?: IdempotencyKey;
   /** The request's trace, when tracing is on: its queue wait and its batch are spans of it. */
   trace?: RequestTrace;
-  /** Epoch milliseconds at arrival; `deadline` is derived from it once, and every wait honours it. */
+  /**
+   * performance.now() at arrival; `deadline` is derived from it once, and every wait honours it. The
+   * monotonic clock: a host clock stepped by NTP or by hand moves Date.now(), never a deadline.
+   */
   arrivedAt: number;
   deadline: number;
 }
@@ -94,7 +97,7 @@ export function claimQueue(claimer: Pick<Claimer, "pending">, pendingMax: number
 
 /** What a request may carry besides its coupon and user. */
 export interface RequestExtras {
-  /** Epoch milliseconds; default now. */
+  /** performance.now() milliseconds; default now. */
   arrivedAt?: number;
   idempotency?: IdempotencyKey;
   trace?: RequestTrace;
@@ -107,7 +110,7 @@ export function claimRequest(
   timeoutMs: number,
   extras: RequestExtras = {},
 ): ClaimRequest {
-  const arrivedAt = extras.arrivedAt ?? Date.now();
+  const arrivedAt = extras.arrivedAt ?? performance.now();
   const request: ClaimRequest = { coupon, user, arrivedAt, deadline: arrivedAt + timeoutMs };
   if (extras.idempotency) request.idempotency = extras.idempotency;
   if (extras.trace) request.trace = extras.trace;
@@ -230,7 +233,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
   // admitted. Held for a while, each connection can cost only one refusal per hold.
   let held = 0;
   const paced = (request: ClaimRequest): Promise<ClaimResult> | ClaimResult => {
-    const ms = Math.min(options.refusalDelayMs, request.deadline - Date.now());
+    const ms = Math.min(options.refusalDelayMs, request.deadline - performance.now());
     if (ms <= 0 || held >= options.pendingMax) return results.overloaded;
     held++;
     return new Promise((resolve) =>

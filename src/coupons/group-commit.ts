@@ -1,7 +1,10 @@
 // Group commit, knowing nothing of SQL. Items for one key (a coupon) that arrive while that key's batch
-// is in flight wait in an in-process queue; when it is answered, the next batch takes all of them (up
+// is in flight wait in an in-process queue; when it is decided, the next batch takes all of them (up
 // to batchMax) in arrival order. Admission (queue bounds) and the deadline of every item live here,
-// so every wait an item can make, queued or in flight, ends by its deadline.
+// so every wait an item can make, queued or in flight, ends by its deadline. A batch given up on at
+// its deadline is still in flight: the key's next batch is not sent before that one's fate is known,
+// so batches reach the database in arrival order even then (a late one could otherwise undo a newer
+// decision: re-create a released claim, or release a re-claim).
 
 /** Why an item got no result: refused at admission, expired in the queue, or sent but not confirmed. */
 export type Refusal = "overloaded" | "expired" | "unconfirmed";
@@ -33,7 +36,7 @@ interface Waiter<T, R> {
   done: boolean;
 }
 
-/** Creates a batcher for items that carry their own `deadline` (epoch milliseconds). */
+/** Creates a batcher for items that carry their own `deadline` (performance.now() milliseconds). */
 export function createGroupCommit<T extends { deadline: number }, R>(
   options: GroupCommitOptions<T, R>,
 ): GroupCommit<T, R> {
@@ -53,24 +56,26 @@ export function createGroupCommit<T extends { deadline: number }, R>(
     }
   }
 
-  /** Sends one batch and answers it: with its results, or "unconfirmed" at its first deadline. */
+  /**
+   * Sends one batch and answers it: with its results, or "unconfirmed" at its first deadline.
+   * Resolves once its fate is known (decided or failed), never at the deadline.
+   */
   function decideBatch(key: string, batch: Waiter<T, R>[]): Promise<void> {
-    const sentAt = Date.now();
+    const sentAt = performance.now();
     let answeredAt: number | undefined;
     const deadline = Math.min(...batch.map((waiter) => waiter.item.deadline));
     const items = batch.map((waiter) => waiter.item);
     const decided = options.decide(key, items);
     return new Promise<void>((resolve) => {
       const giveUp = () => {
-        answeredAt = Date.now();
+        answeredAt = performance.now();
         for (const waiter of batch) finish(waiter, "unconfirmed");
-        resolve();
       };
       const timer = setTimeout(giveUp, Math.max(0, deadline - sentAt));
       decided.then(
         (results) => {
           clearTimeout(timer);
-          if (answeredAt !== undefined) options.onTrouble({ key, items, lateMs: Date.now() - answeredAt });
+          if (answeredAt !== undefined) options.onTrouble({ key, items, lateMs: performance.now() - answeredAt });
           batch.forEach((waiter, i) => {
             finish(waiter, results[i] as R);
           });
@@ -88,7 +93,7 @@ export function createGroupCommit<T extends { deadline: number }, R>(
 
   async function run(key: string, queue: Waiter<T, R>[]): Promise<void> {
     while (queue.length > 0) {
-      const now = Date.now();
+      const now = performance.now();
       const batch: Waiter<T, R>[] = [];
       for (const waiter of queue.splice(0, options.batchMax)) {
         if (waiter.done) continue;
@@ -110,7 +115,7 @@ export function createGroupCommit<T extends { deadline: number }, R>(
       if ((queue?.length ?? 0) >= options.queueMax || pending >= options.pendingMax) {
         return Promise.resolve("overloaded");
       }
-      const ms = item.deadline - Date.now();
+      const ms = item.deadline - performance.now();
       if (ms <= 0) return Promise.resolve("expired");
       const start = !queue;
       if (!queue) {

@@ -79,7 +79,7 @@ export function createKeyTurns() {
       for (let turn = held.get(key); turn; turn = held.get(key)) {
         let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<"late">((resolve) => {
-          timer = setTimeout(() => resolve("late"), Math.max(0, deadline - Date.now()));
+          timer = setTimeout(() => resolve("late"), Math.max(0, deadline - performance.now()));
         });
         const waited = await Promise.race([turn, late]);
         clearTimeout(timer);

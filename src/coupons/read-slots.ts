@@ -4,7 +4,7 @@ import { AppError } from "../errors";
 
 /** Bounds how many paged reads run at once; the rest wait in arrival order, until their deadline. */
 export interface ReadSlots {
-  /** Resolves to the (idempotent) release of a slot, or rejects with 503 at `deadline` (epoch ms). */
+  /** Resolves to the (idempotent) release of a slot, or rejects with 503 at `deadline` (performance.now() ms). */
   acquire(deadline: number): Promise<() => void>;
 }
 
@@ -40,7 +40,7 @@ export function createReadSlots(max: number): ReadSlots {
         const timer = setTimeout(() => {
           waiting.splice(waiting.indexOf(grant), 1);
           reject(busy("Too many large coupon reads are in progress; retry shortly."));
-        }, deadline - Date.now());
+        }, deadline - performance.now());
         waiting.push(grant);
       });
     },

@@ -36,7 +36,7 @@ interface HeadRow extends SaleColumns {
 /**
  * Reads a coupon as one snapshot: stock and claimers agree. Up to `pageSize` claimers come from one
  * statement; more are paged by id after taking a slot, so no read holds a big coupon's claimers in
- * memory. `deadline` (epoch ms) bounds the wait for the database and for a slot; from its slot, a
+ * memory. `deadline` (performance.now() ms) bounds the wait for the database and for a slot; from its slot, a
  * paged read has as long again to stream.
  */
 export async function readCoupon(
@@ -45,8 +45,8 @@ export async function readCoupon(
   deadline: number,
   { pageSize = 1_000, slots = createReadSlots(Number.POSITIVE_INFINITY) }: ReadOptions = {},
 ): Promise<CouponRead> {
-  const budget = deadline - Date.now();
-  const left = () => Math.max(0, deadline - Date.now());
+  const budget = deadline - performance.now();
+  const left = () => Math.max(0, deadline - performance.now());
   // The claimers are aggregated only when the ledger says they fit; the limit keeps that bound anyway.
   const [head] = await withDeadline(
     queryRows<HeadRow>(
@@ -71,14 +71,14 @@ export async function readCoupon(
   const release = await slots.acquire(deadline);
   // From its slot, a read gets the whole budget again to stream: one that waited for the slot still
   // finishes, and no slow client holds a slot longer than a request may wait.
-  const streamDeadline = Date.now() + budget;
+  const streamDeadline = performance.now() + budget;
   const abort = new AbortController();
   const timer = setTimeout(() => {
     release();
     abort.abort(busy("The coupon could not be read in time."));
   }, budget);
   const snapshot = { lastId: last_id ?? "0", lastReleaseId: last_release_id ?? "0" };
-  const pages = claimerPages(db, name, snapshot, amount - remaining_amount, pageSize, streamDeadline);
+  const pages = claimerPages(db, name, snapshot, amount - remaining_amount, pageSize, streamDeadline, abort.signal);
   async function* guarded() {
     try {
       yield* pages;
@@ -111,12 +111,14 @@ async function* claimerPages(
   expected: number,
   pageSize: number,
   deadline: number,
+  ended: AbortSignal,
 ): AsyncGenerator<string[]> {
   let after = "0";
   let count = 0;
   while (after !== lastId) {
-    const left = deadline - Date.now();
-    if (left <= 0) throw busy("The coupon could not be read in time.");
+    const left = deadline - performance.now();
+    // The read's timer may fire a fraction of a millisecond before `deadline` by this clock: it ends it too.
+    if (left <= 0 || ended.aborted) throw busy("The coupon could not be read in time.");
     const rows = await withDeadline(
       queryRows<{ id: string; user_id: string }>(
         db,

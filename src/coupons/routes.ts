@@ -127,9 +127,9 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         const schedule = parseSchedule(body);
         const key = keyed(request, "POST /api/coupons", [body.name, body.amount, schedule.startsAt, schedule.endsAt]);
         // One deadline from arrival, whether or not the request waited for its key's turn.
-        const deadline = Date.now() + requestTimeoutMs;
+        const deadline = performance.now() + requestTimeoutMs;
         const create = () =>
-          withDeadline(createCoupon(db, body.name, body.amount, schedule, key), deadline - Date.now());
+          withDeadline(createCoupon(db, body.name, body.amount, schedule, key), deadline - performance.now());
         // A create that failed (or timed out) leaves its key in use for the requests waiting on it.
         const result = key ? await turns.take(key.key, deadline, create, () => false) : await create();
         if (result === "in_use") return rejection(inUse, set, path);
@@ -219,7 +219,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
     .get(
       "/:name",
       async ({ params }) =>
-        jsonAnswer(await readCoupon(db, params.name, Date.now() + requestTimeoutMs, readOptions), cutOff),
+        jsonAnswer(await readCoupon(db, params.name, performance.now() + requestTimeoutMs, readOptions), cutOff),
       {
         params: CouponParams,
         detail: readDocs,

@@ -135,7 +135,7 @@ function deferred<T = void>() {
   return { promise, resolve, reject };
 }
 
-const later = () => Date.now() + 10_000;
+const later = () => performance.now() + 10_000;
 
 describe("createKeyTurns", () => {
   const settled = () => false;
@@ -204,7 +204,7 @@ describe("createKeyTurns", () => {
     let ranB = false;
     const b = turns.take(
       "k",
-      Date.now() + 30,
+      performance.now() + 30,
       async () => {
         ranB = true;
         return "b";

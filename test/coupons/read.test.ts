@@ -45,7 +45,7 @@ async function seed(db: Database, name: string, amount: number, users: string[])
   await db.execute(sql`update coupons set remaining_amount = amount - ${users.length} where name = ${name}`);
 }
 
-const soon = () => Date.now() + 10_000;
+const soon = () => performance.now() + 10_000;
 
 /** Every claimer of a read, whether it came whole or in pages. */
 async function allClaimers(read: CouponRead): Promise<string[]> {
@@ -191,7 +191,7 @@ describe("paged reads at once", () => {
     const waiting = readCoupon(db, "big", soon(), options).then((read) => {
       third = read;
     });
-    const late = readCoupon(db, "big", Date.now() + 200, options).catch((error) => error);
+    const late = readCoupon(db, "big", performance.now() + 200, options).catch((error) => error);
     // A small read needs no slot.
     expect((await readCoupon(db, "little", soon(), options)).claimed_by).toHaveLength(5);
     const refused = await late;
@@ -210,12 +210,12 @@ describe("paged reads at once", () => {
   it("gives a read that waited for its slot its whole budget again to stream", async () => {
     const slots = createReadSlots(1);
     const first = await readCoupon(db, "big", soon(), { pageSize: 100, slots });
-    const start = Date.now();
+    const start = performance.now();
     const second = readCoupon(db, "big", start + 1000, { pageSize: 100, slots });
     await Bun.sleep(800);
     await allClaimers(first);
     const read = await second;
-    await Bun.sleep(Math.max(0, start + 1100 - Date.now())); // past the deadline it was given on arrival
+    await Bun.sleep(Math.max(0, start + 1100 - performance.now())); // past the deadline it was given on arrival
     expect(await allClaimers(read)).toEqual(userIds(300));
   });
 
@@ -225,7 +225,7 @@ describe("paged reads at once", () => {
     release();
     release();
     const again = await slots.acquire(soon());
-    expect(await slots.acquire(Date.now() + 50).catch((error) => error.code)).toBe("SERVICE_UNAVAILABLE");
+    expect(await slots.acquire(performance.now() + 50).catch((error) => error.code)).toBe("SERVICE_UNAVAILABLE");
     again();
   });
 
@@ -235,18 +235,18 @@ describe("paged reads at once", () => {
     const iterator = (read.claimed_by as ClaimerPages)[Symbol.asyncIterator]();
     await iterator.next();
     await iterator.return?.();
-    (await slots.acquire(Date.now() + 50))();
+    (await slots.acquire(performance.now() + 50))();
   });
 
   it("ends a read whose client stops pulling at its deadline, freeing its slot", async () => {
     const slots = createReadSlots(1);
-    const read = await readCoupon(db, "big", Date.now() + 300, { pageSize: 100, slots });
+    const read = await readCoupon(db, "big", performance.now() + 300, { pageSize: 100, slots });
     const pages = read.claimed_by as ClaimerPages;
     const iterator = pages[Symbol.asyncIterator]();
     await iterator.next();
     await new Promise((resolve) => pages.signal.addEventListener("abort", resolve, { once: true }));
     expect((pages.signal.reason as AppError).code).toBe("SERVICE_UNAVAILABLE");
-    (await slots.acquire(Date.now() + 50))(); // free again, although the read never finished
+    (await slots.acquire(performance.now() + 50))(); // free again, although the read never finished
     await expect(iterator.next()).rejects.toThrow(AppError);
   });
 
