@@ -70,6 +70,12 @@ export const ConfigSchema = Type.Object({
   REQUEST_TIMEOUT_MS: Int(100, 600_000, 10_000, "deadline for a request waiting on the database"),
   SHUTDOWN_GRACE_MS: Int(0, 600_000, 10_000, "time given to in-flight requests on SIGTERM"),
   SHUTDOWN_DELAY_MS: Int(0, 600_000, 0, "on SIGTERM, keep serving this long with readiness 503 first"),
+  MEMORY_LEASE_MS: Int(
+    0,
+    60_000,
+    500,
+    "answers from memory hold this long after the change feed last proved it hears every change; releases and PATCHes wait it out (0 = never answer from memory)",
+  ),
   IDEMPOTENCY_TTL: Type.String({
     pattern: DURATION_PATTERN,
     default: "24h",

@@ -47,7 +47,7 @@ async function serve(): Promise<void> {
   await database.checkLock();
   log.info("advisory lock self-test passed", { duration_ms: Math.round(performance.now() - lockCheckStart) });
 
-  const feed = await database.listen({ log });
+  const feed = await database.listen({ log, leaseMs: config.MEMORY_LEASE_MS });
   let draining = false;
   let closing = false;
   const claimer = createClaimer(database.db, {

@@ -1,17 +1,18 @@
 // What a claim may be answered from memory, without a database round trip: a claim on a coupon where
-// no claim can win (paused, not open yet, ended, or sold out), answered with the holders in mind
-// (a holder is told ALREADY_CLAIMED first, as the database would).
+// no claim can win (paused, not open yet, ended, or sold out), answered by the database's rules in
+// the database's order (a holder hears ALREADY_CLAIMED first; then paused, not started, ended, sold
+// out), on the database's clock, so memory gives the answer the database would give at that instant.
 //
-// Such a state ends only by a change (a pause or resume, a schedule change, a release of stock) or,
-// for a sale not open yet, by its opening. Every change is announced on the change feed
-// (db/changes.ts), which calls invalidate(coupon) on every replica; the opening is a time, compared
-// on the database's clock (this process's clock plus the measured offset) with a margin, and claims
-// within the margin go to the database. While the feed is down nothing is answered from memory and
-// nothing is learnt: a change made meanwhile would be missed.
+// Such a state ends only by a change (a pause or resume, a schedule change, a release of stock) or by
+// time (an opening; an end turns SOLD_OUT into SALE_ENDED). Every change is fenced (fence.ts): its
+// fence reaches every replica, which forgets the coupon, before the change is made, and no replica
+// learns the coupon while a fence stands. Time is compared on the database's clock (db/changes.ts)
+// with a margin: claims within it of a bound go to the database. Memory answers only under the
+// change feed's lease (db/changes.ts): while it does not hold, nothing is answered from memory.
 import type { ChangeFeed } from "../db/changes";
 import type { Database } from "../db/client";
 import { withDeadline } from "../db/deadline";
-import type { Logger } from "../log";
+import { errorFields, type Logger } from "../log";
 import { type ClaimSnapshot, claimSnapshot } from "./claim-sql";
 
 export interface AnswersOptions {
@@ -51,21 +52,29 @@ export interface Answers {
   readonly bytes: number;
 }
 
-/** Why no claim can win, as of the snapshot; `opensAt` (database ms) bounds a "not started". */
-interface Closed {
+/** What a snapshot in which no claim could win says, by the database's clock (epoch ms). */
+interface Known {
   paused: boolean;
-  opensAt: number | null;
-  ended: boolean;
+  startsAt: number | null;
+  endsAt: number | null;
   soldOut: boolean;
+  /** When claims may start to win (the opening of a sale otherwise open with stock): Infinity for never. */
+  validUntil: number;
 }
 
 interface Entry {
-  /** Undefined while loading. */
-  closed?: Closed;
+  /** Undefined while loading, or while a change of the coupon is fenced. */
+  known?: Known;
   /** Undefined while loading; null when the coupon has too many claimers to hold. */
   claimers?: Set<string> | null;
   bytes: number;
+  /** A fenced coupon is not asked about again before this (performance.now() ms). */
+  retryAt?: number;
 }
+
+// How long a replica waits before asking again about a coupon whose change is fenced: the change's
+// own notification usually comes first, and forgets the coupon at once.
+const FENCED_RETRY_MS = 50;
 
 // A Set entry plus a string header (measured ~100 bytes for a 15-character id on Bun 1.4), rounded up.
 const idBytes = (id: string) => 80 + 2 * id.length;
@@ -78,15 +87,22 @@ const fixed = Object.fromEntries(
   ]),
 ) as Record<Exclude<MemoryOutcome, "sale_not_started">, MemoryAnswer>;
 
-/** What the snapshot says of the coupon's claims, or undefined when one could win now. */
-function closedBy(snapshot: ClaimSnapshot): Closed | undefined {
-  const closed: Closed = {
-    paused: !snapshot.active,
-    opensAt: snapshot.startsAt !== null && snapshot.startsAt > snapshot.now ? snapshot.startsAt : null,
-    ended: snapshot.endsAt !== null && snapshot.endsAt <= snapshot.now,
-    soldOut: snapshot.remaining === 0,
+/** What the snapshot says, or undefined when a claim could win as of it (nothing to answer from memory). */
+function knownFrom(snapshot: Extract<ClaimSnapshot, { fenced: false }>): Known | undefined {
+  const { now, startsAt, endsAt } = snapshot;
+  const paused = !snapshot.active;
+  const notStarted = startsAt !== null && startsAt > now;
+  const ended = endsAt !== null && endsAt <= now;
+  const soldOut = snapshot.remaining === 0;
+  if (!paused && !notStarted && !ended && !soldOut) return undefined;
+  const opensLater = notStarted && !paused && !soldOut;
+  return {
+    paused,
+    startsAt,
+    endsAt,
+    soldOut,
+    validUntil: opensLater ? (startsAt as number) : Number.POSITIVE_INFINITY,
   };
-  return closed.paused || closed.opensAt !== null || closed.ended || closed.soldOut ? closed : undefined;
 }
 
 /** Creates the in-memory answers of one process. */
@@ -94,8 +110,7 @@ export function createAnswers(db: Database, options: AnswersOptions): Answers {
   const { feed } = options;
   const entries = new Map<string, Entry>(); // insertion order = age
   let bytes = 0;
-  const dbNow = () => feed.now() + feed.clock.offsetMs;
-  // The clock offset is known within its uncertainty: the margin grows by it.
+  // The database's clock is known within its uncertainty: the margin grows by it.
   const margin = () => options.marginMs + feed.clock.uncertaintyMs;
 
   function forget(couponName: string): void {
@@ -107,14 +122,18 @@ export function createAnswers(db: Database, options: AnswersOptions): Answers {
 
   function hold(couponName: string, entry: Entry, snapshot: ClaimSnapshot | undefined): void {
     if (entries.get(couponName) !== entry) return; // invalidated (or the feed lost) while loading
-    const closed = snapshot && closedBy(snapshot);
-    if (!snapshot || !closed) {
+    if (snapshot?.fenced) {
+      entry.retryAt = performance.now() + FENCED_RETRY_MS; // a change is coming: ask again after it
+      return;
+    }
+    const known = snapshot && knownFrom(snapshot);
+    if (!snapshot || !known) {
       forget(couponName);
       return;
     }
     const claimers = snapshot.claimers;
     const size = claimers?.reduce((sum, id) => sum + idBytes(id), 0) ?? 0;
-    entry.closed = closed;
+    entry.known = known;
     if (!claimers || size > options.maxBytes) {
       entry.claimers = null; // remembered as "too big": the database decides, no reload per refusal
       return;
@@ -128,29 +147,40 @@ export function createAnswers(db: Database, options: AnswersOptions): Answers {
     bytes += size;
   }
 
+  /** The database's answer at `now` (± `m`) by its rules in its order, or undefined where `now` is too close to a bound to tell. */
+  function rules(known: Known, holder: boolean, now: number, m: number): MemoryAnswer | undefined {
+    if (holder) return fixed.already_claimed;
+    if (known.paused) return fixed.sale_paused;
+    if (known.startsAt !== null && now - m < known.startsAt) {
+      if (now + m >= known.startsAt) return undefined;
+      return { outcome: "sale_not_started", retryAfter: Math.ceil((known.startsAt - now) / 1000) };
+    }
+    if (known.endsAt !== null && now + m >= known.endsAt) return now - m >= known.endsAt ? fixed.sale_ended : undefined;
+    return known.soldOut ? fixed.sold_out : undefined;
+  }
+
   return {
     answer(couponName, userId) {
       const entry = entries.get(couponName);
-      if (!entry?.closed || !feed.live) return undefined;
-      const { closed } = entry;
-      if (closed.opensAt !== null) {
-        const opensIn = closed.opensAt - dbNow();
-        // Near the opening the database decides; past it (with the margin again) the entry is stale.
-        if (opensIn <= -margin()) forget(couponName);
-        if (opensIn <= margin()) return undefined;
-      }
-      const claimers = entry.claimers;
+      if (!entry?.known || !feed.leased()) return undefined;
+      const { known, claimers } = entry;
       if (!claimers) return undefined;
-      if (claimers.has(userId)) return fixed.already_claimed;
-      if (closed.paused) return fixed.sale_paused;
-      if (closed.opensAt !== null) {
-        return { outcome: "sale_not_started", retryAfter: Math.ceil((closed.opensAt - dbNow()) / 1000) };
+      const now = feed.clock.now();
+      const m = margin();
+      // Claims may win from validUntil on: near it the database decides; past it the entry is stale.
+      if (now + m >= known.validUntil) {
+        if (now - m >= known.validUntil) forget(couponName);
+        return undefined;
       }
-      return closed.ended ? fixed.sale_ended : fixed.sold_out;
+      return rules(known, claimers.has(userId), now, m);
     },
     learn(couponName) {
-      if (entries.has(couponName) || !feed.live) return Promise.resolve();
+      const held = entries.get(couponName);
+      if ((held && !(held.retryAt !== undefined && held.retryAt <= performance.now())) || !feed.live) {
+        return Promise.resolve();
+      }
       const entry: Entry = { bytes: 0 };
+      forget(couponName);
       entries.set(couponName, entry);
       return withDeadline(claimSnapshot(db, couponName, options.maxClaimers), options.loadTimeoutMs).then(
         (snapshot) => hold(couponName, entry, snapshot),
@@ -159,7 +189,7 @@ export function createAnswers(db: Database, options: AnswersOptions): Answers {
           if (entries.get(couponName) === entry) entries.delete(couponName);
           options.log.warn("could not load a coupon's state for answers from memory", {
             coupon_name: couponName,
-            err: { message: (error as Error).message },
+            ...errorFields(error),
           });
         },
       );

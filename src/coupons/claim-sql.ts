@@ -1,15 +1,28 @@
 // The one place the service speaks the SQL of a claim. The decision itself is the database function
-// claim_batch (drizzle/0001_claim_batch.sql): the coupon's advisory lock, then one set-based statement
-// that decides a whole batch exactly as if its claims had been applied one by one in arrival order.
-// A batch holding a release or an Idempotency-Key goes to claim_request_batch instead
-// (drizzle/0004_idempotency.sql), which also stores each keyed decision in the same transaction.
-// One call is one round trip and its own transaction, so once it is sent there is nothing left to
-// abort: the answer that comes back is committed.
+// claim_batch (drizzle/0002_sale_schedule.sql): the coupon's advisory lock, then one set-based
+// statement that decides a whole batch exactly as if its claims had been applied one by one in
+// arrival order. A claim-only batch with Idempotency-Keys goes to claim_keyed_batch, a batch holding a
+// release to claim_request_batch (drizzle/0005_fences.sql), which also stores each keyed decision and
+// takes down the release's fence in the same transaction. One call is one round trip and its own
+// transaction, so once it is sent there is nothing left to abort: the answer that comes back is
+// committed.
 import { sql } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { pgErrorCode, UNIQUE_VIOLATION } from "../db/errors";
 import { queryRows } from "../db/rows";
+import type { IdempotencyKey } from "./idempotency";
 import type { DecidedOutcome } from "./outcomes";
+
+/** What the SQL of a batch needs of one request (coupons/claims.ts's ClaimRequest is one). */
+export interface DecisionRequest {
+  user: string;
+  /** The release of `user`'s claim, rather than a claim. */
+  release?: boolean;
+  /** Its Idempotency-Key: a decision stored under it is given again, a new one stored with it. */
+  idempotency?: IdempotencyKey;
+  /** A release's fence (coupons/fence.ts): without a live one, the release is refused as expired. */
+  fence?: string;
+}
 
 export interface ClaimDecision {
   outcome: DecidedOutcome;
@@ -21,13 +34,6 @@ export interface ClaimDecision {
   remaining: number | null;
   /** The decision stored under this request's Idempotency-Key by an earlier request, given again. */
   replayed?: true;
-}
-
-/** The Idempotency-Keys of a batch's requests (null where none), their fingerprints, and how long they live. */
-export interface BatchKeys {
-  keys: readonly (string | null)[];
-  fingerprints: readonly (string | null)[];
-  ttlMs: number;
 }
 
 export interface BatchResult {
@@ -49,56 +55,59 @@ interface DecisionRow {
  * The one call that decides a batch: set-based claim_batch, claim_keyed_batch (set-based too) with
  * keys, or claim_request_batch (one request at a time) with releases, or `oneByOne`.
  */
-function batchCall(
-  couponName: string,
-  userIds: readonly string[],
-  releases?: readonly boolean[],
-  keys?: BatchKeys,
-  oneByOne = false,
-) {
-  const users = sql.param(userIds);
-  if (!releases?.includes(true)) {
-    if (!keys)
+function batchCall(couponName: string, requests: readonly DecisionRequest[], oneByOne: boolean) {
+  const users = sql.param(requests.map((request) => request.user));
+  const keyed = requests.find((request) => request.idempotency)?.idempotency;
+  const keys = sql.param(requests.map((request) => request.idempotency?.key ?? null));
+  const fingerprints = sql.param(requests.map((request) => request.idempotency?.fingerprint ?? null));
+  if (!requests.some((request) => request.release)) {
+    if (!keyed)
       return sql`select outcome, claimed_at as decided_at, remaining, opens_in_ms
         from claim_batch(${couponName}, ${users}::text[])`;
     if (!oneByOne)
       return sql`select outcome, decided_at, remaining, opens_in_ms, replayed
-        from claim_keyed_batch(${couponName}, ${users}::text[], ${sql.param(keys.keys)}::text[],
-          ${sql.param(keys.fingerprints)}::text[], ${keys.ttlMs}::float8)`;
+        from claim_keyed_batch(${couponName}, ${users}::text[], ${keys}::text[], ${fingerprints}::text[],
+          ${keyed.ttlMs}::float8)`;
   }
   // As text: postgres.js sends a JS array of booleans as one boolean, which no cast turns into an array.
-  const flags = sql.param(userIds.map((_, i) => (releases?.[i] ? "t" : "f")));
-  const none = userIds.map(() => null);
+  const flags = sql.param(requests.map((request) => (request.release ? "t" : "f")));
+  const fences = sql.param(requests.map((request) => request.fence ?? null));
   return sql`select outcome, decided_at, remaining, opens_in_ms, replayed
-    from claim_request_batch(${couponName}, ${flags}::text[]::boolean[], ${users}::text[],
-      ${sql.param(keys?.keys ?? none)}::text[], ${sql.param(keys?.fingerprints ?? none)}::text[],
-      ${keys?.ttlMs ?? 0}::float8)`;
+    from claim_request_batch(${couponName}, ${flags}::text[]::boolean[], ${users}::text[], ${keys}::text[],
+      ${fingerprints}::text[], ${keyed?.ttlMs ?? 0}::float8, ${fences}::text[])`;
 }
 
 /**
- * Decides requests by `userIds` on one coupon (arrival order, the same user any number of times): a
- * claim each, or the release of that user's claim where `releases` says true; with `keys`, a request
- * whose key was used before gets that decision again (or idempotency_key_reused), and a new keyed
- * decision is stored in the same transaction. Atomic, and exactly as if applied one by one in that
- * order. A unique violation could only come from something that bypassed the lock; the batch is then
- * decided one request per call, where the violation itself is the answer (already claimed).
+ * Decides `requests` on one coupon (arrival order, the same user any number of times): a claim each,
+ * or a release; a keyed request whose key was used before gets that decision again (or
+ * idempotency_key_reused), and a new keyed decision is stored in the same transaction. Atomic, and
+ * exactly as if applied one by one in that order. A unique violation could only come from something
+ * that bypassed the lock; the batch is then decided one request per call, where the violation itself
+ * is the answer (already claimed).
  */
-export async function decideClaims(
+export function decideClaims(
   db: Database,
   couponName: string,
-  userIds: readonly string[],
-  releases?: readonly boolean[],
-  keys?: BatchKeys,
-  oneByOne = false,
+  requests: readonly DecisionRequest[],
+): Promise<BatchResult> {
+  return decide(db, couponName, requests, false);
+}
+
+async function decide(
+  db: Database,
+  couponName: string,
+  requests: readonly DecisionRequest[],
+  oneByOne: boolean,
 ): Promise<BatchResult> {
   // claim_keyed_batch takes every key once; a batch that repeats one is decided one request at a time.
-  const given = keys?.keys.filter((key) => key !== null) ?? [];
+  const given = requests.flatMap((request) => (request.idempotency ? [request.idempotency.key] : []));
   const repeats = new Set(given).size < given.length;
   try {
-    const rows = await queryRows<DecisionRow>(db, batchCall(couponName, userIds, releases, keys, oneByOne || repeats));
-    // claim_request_batch gives each row the stock after it; claim_batch the stock after the whole
-    // batch. Claims only take stock, so counting the wins back from the end gives the same per row.
-    const perRow = releases?.includes(true) === true || keys !== undefined;
+    const rows = await queryRows<DecisionRow>(db, batchCall(couponName, requests, oneByOne || repeats));
+    // claim_request_batch and claim_keyed_batch give each row the stock after it; claim_batch the stock
+    // after the whole batch. Claims only take stock, so counting the wins back from the end gives the
+    // same per row.
+    const perRow = requests.some((request) => request.release || request.idempotency);
     let after = (rows.at(-1)?.remaining ?? 0) + rows.filter((row) => row.outcome === "created").length;
     return {
       decisions: rows.map((row) => ({
@@ -112,21 +121,22 @@ export async function decideClaims(
           : {}),
         ...(row.replayed ? { replayed: true as const } : {}),
       })),
-      // A replayed row holds the stock as it was then, not now; a refused key says nothing of it.
-      remaining: rows.findLast((row) => !row.replayed && row.outcome !== "idempotency_key_reused")?.remaining ?? null,
+      // A replayed row holds the stock as it was then, not now; a refused key or release says nothing of it.
+      remaining:
+        rows.findLast((row) => !row.replayed && row.outcome !== "idempotency_key_reused" && row.outcome !== "expired")
+          ?.remaining ?? null,
     };
   } catch (error) {
     if (pgErrorCode(error) !== UNIQUE_VIOLATION) throw error;
     // claim_keyed_batch writes its keys after deciding: one another coupon's batch took meanwhile
     // undoes the batch. claim_request_batch takes the keys before deciding (waiting for such a
     // batch), so it gives that request its true answer.
-    if (keys && !oneByOne) return decideClaims(db, couponName, userIds, releases, keys, true);
-    if (userIds.length === 1) return { decisions: [{ outcome: "already_claimed", remaining: null }], remaining: null };
+    if (given.length > 0 && !oneByOne) return decide(db, couponName, requests, true);
+    if (requests.length === 1) return { decisions: [{ outcome: "already_claimed", remaining: null }], remaining: null };
     const decisions: ClaimDecision[] = [];
     let remaining: number | null = null;
-    for (const [i, userId] of userIds.entries()) {
-      const one = keys && { ...keys, keys: [keys.keys[i] ?? null], fingerprints: [keys.fingerprints[i] ?? null] };
-      const single = await decideClaims(db, couponName, [userId], releases && [releases[i] === true], one);
+    for (const request of requests) {
+      const single = await decide(db, couponName, [request], false);
       decisions.push(...single.decisions);
       remaining = single.remaining ?? remaining;
     }
@@ -142,20 +152,28 @@ export async function lockCoupon(tx: Database, couponName: string): Promise<void
   await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${couponName}, 0))`);
 }
 
-/** A coupon's sale state and holders, read in one statement (so they agree), for answers.ts. */
-export interface ClaimSnapshot {
-  active: boolean;
-  /** Epoch ms by the database's clock; null = no bound. */
-  startsAt: number | null;
-  endsAt: number | null;
-  remaining: number;
-  /** The database's clock when it was read. */
-  now: number;
-  /** Every holder, or null when there are more than the limit asked. */
-  claimers: string[] | null;
-}
+/**
+ * What a replica may learn of a coupon for answers from memory (answers.ts), read in one statement so
+ * it agrees: its sale's state, stock and holders; or only that a change of it is announced and not
+ * yet made (its fence stands), when there is nothing to learn.
+ */
+export type ClaimSnapshot =
+  | { fenced: true }
+  | {
+      fenced: false;
+      active: boolean;
+      /** Epoch ms by the database's clock; null = no bound. */
+      startsAt: number | null;
+      endsAt: number | null;
+      remaining: number;
+      /** The database's clock when it was read. */
+      now: number;
+      /** Every holder, or null when there are more than the limit asked. */
+      claimers: string[] | null;
+    };
 
 interface SnapshotRow {
+  fenced: boolean;
   active: boolean;
   starts_at: number | string | null;
   ends_at: number | string | null;
@@ -164,10 +182,9 @@ interface SnapshotRow {
   claimers: string[] | string | null;
 }
 
-const epochMs = (column: string) => sql.raw(`(extract(epoch from ${column}) * 1000)::float8`);
 const ms = (value: number | string | null) => (value === null ? null : Number(value));
 
-/** The snapshot of `couponName`, with up to `limit` holders; undefined when there is no such coupon. */
+/** The snapshot of `couponName`, with up to `limit` holders (coupon_snapshot); undefined when there is no such coupon. */
 export async function claimSnapshot(
   db: Database,
   couponName: string,
@@ -175,16 +192,15 @@ export async function claimSnapshot(
 ): Promise<ClaimSnapshot | undefined> {
   const [row] = await queryRows<SnapshotRow>(
     db,
-    sql`select c.active, ${epochMs("c.starts_at")} as starts_at, ${epochMs("c.ends_at")} as ends_at,
-      c.remaining_amount, ${epochMs("clock_timestamp()")} as now,
-      (select coalesce(json_agg(s.user_id), '[]'::json)
-        from (select user_id from claims where coupon_name = c.name limit ${limit + 1}) s) as claimers
-    from coupons c where c.name = ${couponName}`,
+    sql`select fenced, active, starts_at, ends_at, remaining_amount, now, claimers
+      from coupon_snapshot(${couponName}, ${limit}::int)`,
   );
   if (!row) return undefined;
+  if (row.fenced) return { fenced: true };
   // The drivers differ: json may come back parsed or as text.
   const claimers: string[] = typeof row.claimers === "string" ? JSON.parse(row.claimers) : (row.claimers ?? []);
   return {
+    fenced: false,
     active: row.active,
     startsAt: ms(row.starts_at),
     endsAt: ms(row.ends_at),

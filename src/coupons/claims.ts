@@ -7,21 +7,19 @@ import type { Database } from "../db/client";
 import { errorFields, type Logger } from "../log";
 import type { RequestTrace, Tracing } from "../tracing/tracing";
 import { createAnswers } from "./answers";
-import { type ClaimDecision, decideClaims } from "./claim-sql";
+import { type ClaimDecision, type DecisionRequest, decideClaims } from "./claim-sql";
+import { dropFence, leaseWaitMs, raiseFence } from "./fence";
 import { createGroupCommit } from "./group-commit";
 import type { IdempotencyKey } from "./idempotency";
 import { type ClaimOutcome, claimOutcomes, closedOutcomes } from "./outcomes";
 
 /**
  * One claim (or, with `release`, the release of one) as the route hands it over: what is asked, and
- * by when it must be answered. Claims and releases on a coupon share its queue and its batches.
+ * by when it must be answered. Claims and releases on a coupon share its queue and its batches. Its
+ * Idempotency-Key (`idempotency`) keeps it from memory answers: its decision is stored with it.
  */
-export interface ClaimRequest {
+export interface ClaimRequest extends DecisionRequest {
   coupon: string;
-  user: string;
-  release?: boolean;
-  /** The request's Idempotency-Key: never answered from memory, its decision stored with it. */
-  idempotency?: IdempotencyKey;
   /** The request's trace, when tracing is on: its queue wait and its batch are spans of it. */
   trace?: RequestTrace;
   /**
@@ -77,6 +75,13 @@ export interface ClaimStats {
 
 export interface Claimer {
   claimCoupon(request: ClaimRequest): Promise<ClaimResult>;
+  /**
+   * Announces a change of `couponName` that the caller makes before `deadline` (a PATCH; a release
+   * goes through claimCoupon, which does this itself) and waits out the lease (fence.ts): the fence's
+   * token for the change's transaction, undefined when there is no such coupon, or "late" when the
+   * deadline would pass first (nothing fenced).
+   */
+  fence(couponName: string, deadline: number): Promise<string | undefined | "late">;
   /** Forgets what is answered from memory for `couponName` (this process changed it). */
   invalidate(couponName: string): void;
   readonly stats: Readonly<ClaimStats>;
@@ -188,16 +193,6 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
     async decide(coupon, requests) {
       stats.batches++;
       stats.batched += requests.length;
-      const users = requests.map((request) => request.user);
-      const releases = requests.some((request) => request.release)
-        ? requests.map((request) => request.release === true)
-        : undefined;
-      const keyed = requests.find((request) => request.idempotency)?.idempotency;
-      const keys = keyed && {
-        keys: requests.map((request) => request.idempotency?.key ?? null),
-        fingerprints: requests.map((request) => request.idempotency?.fingerprint ?? null),
-        ttlMs: keyed.ttlMs,
-      };
       const batch =
         // A request carries a trace only while tracing is on and it was sampled (app.ts).
         tracing && requests.some((request) => request.trace)
@@ -207,9 +202,9 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
                 endWait(request);
                 return request.trace;
               }),
-              () => decide(db, coupon, users, releases, keys),
+              () => decide(db, coupon, requests),
             )
-          : await decide(db, coupon, users, releases, keys);
+          : await decide(db, coupon, requests);
       // What was decided now (a replay tells of an earlier moment) says what memory may learn.
       const fresh = batch.decisions.filter((d) => !d.replayed);
       // A release gives stock back: forget at once here (the batch announced it to the other replicas).
@@ -244,21 +239,63 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer {
     );
   };
 
+  /** Fences a change of `couponName` (fence.ts): forgotten here at once, heard by every replica. */
+  async function fence(couponName: string, deadline: number): Promise<string | undefined | "late"> {
+    const token = await raiseFence(db, couponName, deadline);
+    answers.invalidate(couponName);
+    if (token === undefined) return undefined;
+    const wait = leaseWaitMs(options.feed.leaseMs);
+    if (performance.now() + wait >= deadline) {
+      await dropFence(db, token);
+      return "late";
+    }
+    if (wait > 0) await Bun.sleep(wait);
+    return token;
+  }
+
+  /** Queues `request` for its coupon's next batch. */
+  function enqueue(request: ClaimRequest): Promise<ClaimResult> {
+    if (request.trace && tracing) waits.set(request, tracing.startQueueWait(request.trace, request.coupon));
+    return batches.submit(request.coupon, request).then((answer) => {
+      if (request.trace) endWait(request);
+      if (answer === "overloaded") return paced(request);
+      return typeof answer === "string" ? results[answer] : answer;
+    });
+  }
+
+  /**
+   * A release is fenced first: it gives stock back, which every replica must forget before it is made.
+   * Refused as expired (its fence missing: the coupon was created after the fence was asked for, or
+   * the fence expired), nothing was applied: fenced again while the deadline allows.
+   */
+  async function release(request: ClaimRequest): Promise<ClaimResult> {
+    for (;;) {
+      let token: string | undefined | "late";
+      try {
+        token = await fence(request.coupon, request.deadline);
+      } catch (error) {
+        log.warn("could not fence a release; answered 503", { coupon_name: request.coupon, ...errorFields(error) });
+        return results.unconfirmed;
+      }
+      if (token === "late") return results.expired;
+      // No such coupon, nothing fenced: the batch answers not_found (stored under a key, if any).
+      const result = await enqueue(token === undefined ? request : { ...request, fence: token });
+      if (result.outcome !== "expired" || performance.now() >= request.deadline) return result;
+    }
+  }
+
   return {
     claimCoupon(request) {
+      if (request.release) return release(request);
       // A keyed request goes to the database, which stores its decision (or has one stored).
-      const known = request.release || request.idempotency ? undefined : answers.answer(request.coupon, request.user);
+      const known = request.idempotency ? undefined : answers.answer(request.coupon, request.user);
       if (known) {
         stats.fromMemory++;
         return Promise.resolve(known.retryAfter === undefined ? results[known.outcome] : known);
       }
-      if (request.trace && tracing) waits.set(request, tracing.startQueueWait(request.trace, request.coupon));
-      return batches.submit(request.coupon, request).then((answer) => {
-        if (request.trace) endWait(request);
-        if (answer === "overloaded") return paced(request);
-        return typeof answer === "string" ? results[answer] : answer;
-      });
+      return enqueue(request);
     },
+    fence,
     invalidate: answers.invalidate,
     stats,
     drain: batches.drain,

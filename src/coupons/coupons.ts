@@ -6,6 +6,7 @@ import { CHECK_VIOLATION, pgErrorCode } from "../db/errors";
 import { coupons } from "../db/schema";
 import { AppError } from "../errors";
 import { lockCoupon } from "./claim-sql";
+import { lowerFence } from "./fence";
 import { type IdempotencyKey, keepDecision, takeKey } from "./idempotency";
 import type { CouponCreated, CouponPage, CouponSummary } from "./model";
 import { couponSummary, type SaleChange } from "./schedule";
@@ -84,12 +85,24 @@ export async function listCoupons(db: Database, limit: number, after?: string): 
 
 /**
  * Changes a sale's schedule or pauses/resumes it, under the coupon's claim lock (so no batch decides
- * on the old rules after this commits) and announced on the change feed in the same transaction.
+ * on the old rules after this commits) and announced on the change feed in the same transaction. The
+ * change was fenced (fence.ts) with `fence`, taken down here; a fence that expired meanwhile refuses it.
  */
-export async function updateCoupon(db: Database, name: string, change: SaleChange): Promise<CouponSummary> {
+export async function updateCoupon(
+  db: Database,
+  name: string,
+  change: SaleChange,
+  fence: string,
+): Promise<CouponSummary> {
   try {
-    return await db.transaction(async (tx) => {
-      await lockCoupon(tx as unknown as Database, name);
+    return await db.transaction(async (transaction) => {
+      const tx = transaction as unknown as Database;
+      await lockCoupon(tx, name);
+      if (!(await lowerFence(tx, fence))) {
+        throw new AppError("SERVICE_UNAVAILABLE", "The change waited too long for its turn; nothing was changed.", {
+          retryAfter: 1,
+        });
+      }
       const [row] = await tx.update(coupons).set(change).where(eq(coupons.name, name)).returning(summaryColumns);
       if (!row) throw new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(name)}.`);
       await tx.execute(announceChange(name));

@@ -80,7 +80,9 @@ export type DecidedOutcome =
   | "sale_not_started"
   | "sale_ended"
   | "not_found"
-  | "idempotency_key_reused";
+  | "idempotency_key_reused"
+  // A release whose fence had expired (coupons/fence.ts): refused, nothing applied.
+  | "expired";
 
 /** Outcomes that say no claim on the coupon can win now: worth learning what may be answered from memory. */
 export const closedOutcomes: ReadonlySet<ClaimOutcome> = new Set([

@@ -11,6 +11,7 @@ import type { RequestTrace } from "../tracing/tracing";
 import { type Claimer, type ClaimRequest, type ClaimResult, claimRequest, releaseRequest } from "./claims";
 import { createCoupon, listCoupons, updateCoupon } from "./coupons";
 import { claimDocs, createDocs, idempotencyKeyDoc, listDocs, readDocs, releaseDocs, updateDocs } from "./docs";
+import { dropFence } from "./fence";
 import { createKeyTurns, IDEMPOTENCY_HEADER, type IdempotencyKey, keyOf } from "./idempotency";
 import {
   ClaimBody,
@@ -98,6 +99,7 @@ function markReplayed(set: ResponseSet, replayed: boolean | undefined): void {
 }
 
 const inUse: ClaimResult = Object.freeze({ outcome: "idempotency_key_in_use" });
+const LATER = { retryAfter: 1 };
 // Sent, with no answer by its deadline: its transaction may still be running.
 const isUnconfirmed = (result: ClaimResult) => result.outcome === "unconfirmed";
 
@@ -182,9 +184,22 @@ export function couponRoutes(deps: CouponRoutesDeps) {
       "/:name",
       async ({ params, body, headers }) => {
         if (adminToken) requireToken(headers.authorization, adminToken, "changing");
-        const updated = await withDeadline(updateCoupon(db, params.name, parseChange(body)), requestTimeoutMs);
-        claimer.invalidate(params.name); // at once here; the other replicas hear it on the change feed
-        return updated;
+        const change = parseChange(body);
+        // One deadline from arrival, for the fence, its lease and the change.
+        const deadline = performance.now() + requestTimeoutMs;
+        const fence = await withDeadline(claimer.fence(params.name, deadline), requestTimeoutMs);
+        if (fence === undefined)
+          throw new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(params.name)}.`);
+        if (fence === "late") throw new AppError("SERVICE_UNAVAILABLE", "The change could not be made in time.", LATER);
+        try {
+          return await withDeadline(updateCoupon(db, params.name, change, fence), deadline - performance.now());
+        } catch (error) {
+          // The change was refused or may never commit: its fence need not stand until it expires.
+          void dropFence(db, fence).catch(() => {});
+          throw error;
+        } finally {
+          claimer.invalidate(params.name); // at once here; the other replicas hear it on the change feed
+        }
       },
       {
         params: CouponParams,

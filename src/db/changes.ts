@@ -1,8 +1,13 @@
 // The cross-replica channel that tells every instance a coupon changed: PostgreSQL LISTEN/NOTIFY on a
-// connection of its own. A change is announced with pg_notify inside the transaction that makes it,
-// so it reaches every listening instance once that commits, and never if it rolls back. What a
-// replica answers from memory (coupons/answers.ts) is only as good as this channel: while it is down
-// a replica cannot know what it missed, so `live` is false and nothing is answered from memory.
+// connection of its own. A change is announced with pg_notify inside the transaction that makes it
+// (and before it, by its fence: coupons/fence.ts), so it reaches every listening instance once that
+// commits, and never if it rolls back. What a replica answers from memory (coupons/answers.ts) is only
+// as good as this channel, so it answers only under a lease (Gray and Cheriton's): each heartbeat
+// sends a probe notification and takes its send time; once the probe comes back, every notification
+// committed before that time has been heard, and memory may answer for `leaseMs` from it. A writer
+// that waits `leaseMs` after its fence committed (coupons/fence.ts) knows every replica has either
+// heard the fence or stopped answering from memory. While the channel is down nothing is answered
+// from memory: a change made meanwhile would be missed.
 import type { PGlite } from "@electric-sql/pglite";
 import { sql } from "drizzle-orm";
 import postgres from "postgres";
@@ -15,15 +20,21 @@ export const CHANGES_CHANNEL = "coupon_changes";
 /** The statement that announces a change of `couponName`; run it inside the transaction that changes it. */
 export const announceChange = (couponName: string) => sql`select pg_notify(${CHANGES_CHANNEL}, ${couponName})`;
 
-/** The database's clock minus this process's, as last measured on the listening connection. */
-export interface ClockReading {
-  offsetMs: number;
-  /** Half the round trip of the reading: the true offset is within offsetMs ± uncertaintyMs. */
-  uncertaintyMs: number;
+/**
+ * The database's clock as this process knows it: read on the listening connection, then carried
+ * forward on the monotonic clock, so a step of this host's clock (NTP, an operator) moves nothing.
+ */
+export interface DatabaseClock {
+  /** The database's time now, epoch ms; the truth is within ± uncertaintyMs of it. */
+  now(): number;
+  /** Half the round trip of the last reading. */
+  readonly uncertaintyMs: number;
+  /** The database's clock minus this host's wall clock, at the last reading: shown, never decided on. */
+  readonly offsetMs: number;
 }
 
 export interface ChangeListener {
-  /** `couponName` changed in a committed transaction. */
+  /** `couponName` changed, or is about to (its fence), in a committed transaction. */
   change(couponName: string): void;
   /** Listening was lost: changes may be missed from now until `live` is true again. */
   lost(): void;
@@ -32,60 +43,88 @@ export interface ChangeListener {
 export interface ChangeFeed {
   /** True while listening: every change committed from now on reaches the listeners. */
   readonly live: boolean;
-  readonly clock: ClockReading;
-  /** This process's clock (epoch ms), the one `clock` is measured against. */
-  now(): number;
+  /** True while answers from memory are allowed: live, and the lease of the last probe heard holds. */
+  leased(): boolean;
+  /**
+   * How long a change must wait after its fence committed before it is made: by then every replica
+   * has heard the fence or its lease has run out. 0 where there is one process (the embedded database).
+   */
+  readonly leaseMs: number;
+  readonly clock: DatabaseClock;
   subscribe(listener: ChangeListener): void;
   close(): Promise<void>;
 }
 
 export interface FeedOptions {
-  /** How often the listening connection is checked (and the clock read again). */
+  /** MEMORY_LEASE_MS: how long a probe heard allows answers from memory (default 500). */
+  leaseMs?: number;
+  /** How often the lease is renewed and the clock read again (default a quarter of the lease). */
   heartbeatMs?: number;
   /**
-   * Sends `payload` on the channel from another session (the pool). Each check then also waits for
-   * it to come back: only a notification from elsewhere proves that changes reach this connection
-   * (a transaction pooler accepts LISTEN and then delivers nothing).
+   * Sends `payload` on the channel from another session than the listening one. Only a notification
+   * from elsewhere proves that changes reach this connection (a transaction pooler accepts LISTEN and
+   * then delivers nothing); without it the listening connection notifies itself.
    */
   probe?: (payload: string) => Promise<unknown>;
   log: Logger;
-  /** This process's clock; replaceable so tests can skew a replica's. */
-  now?: () => number;
+  /** This host's wall clock, for the offset the metric shows; replaceable so tests can skew it. */
+  wallClock?: () => number;
 }
 
-/** The listeners of one feed, and its state as a ChangeFeed reports it. */
-function feedState(now: () => number) {
+export const DEFAULT_LEASE_MS = 500;
+
+/** The listeners, lease and clock of one feed, and the ChangeFeed that reports them. */
+function feedState(leaseMs: number, wallClock: () => number) {
   const listeners: ChangeListener[] = [];
+  let reading = { databaseMs: wallClock(), at: performance.now(), uncertaintyMs: 0, offsetMs: 0 };
+  let leaseUntil = Number.NEGATIVE_INFINITY;
+  const clock: DatabaseClock = {
+    now: () => reading.databaseMs + (performance.now() - reading.at),
+    get uncertaintyMs() {
+      return reading.uncertaintyMs;
+    },
+    get offsetMs() {
+      return reading.offsetMs;
+    },
+  };
   const state = {
     live: false,
-    clock: { offsetMs: 0, uncertaintyMs: 0 } as ClockReading,
-    now,
+    clock,
     subscribe: (listener: ChangeListener) => void listeners.push(listener),
     change: (couponName: string) => {
       for (const listener of listeners) listener.change(couponName);
     },
     setLive(up: boolean) {
+      if (!up) leaseUntil = Number.NEGATIVE_INFINITY;
       if (state.live === up) return;
       state.live = up;
       if (!up) for (const listener of listeners) listener.lost();
     },
-    /** Reads the database's clock (epoch ms) with `read` and keeps the offset to this process's. */
+    /** A probe sent at `sentAt` (performance.now()) came back: memory may answer until sentAt + leaseMs. */
+    renew(sentAt: number) {
+      if (state.live) leaseUntil = Math.max(leaseUntil, sentAt + leaseMs);
+    },
+    /** Reads the database's clock (epoch ms) with `read`. */
     async readClock(read: () => Promise<number>) {
-      const before = state.now();
+      const before = performance.now();
       const databaseMs = await read();
-      const after = state.now();
-      state.clock = { offsetMs: databaseMs - (before + after) / 2, uncertaintyMs: (after - before) / 2 };
+      const after = performance.now();
+      const half = (after - before) / 2;
+      reading = { databaseMs, at: before + half, uncertaintyMs: half, offsetMs: databaseMs - (wallClock() - half) };
     },
     /** The ChangeFeed that reports this state; `close` stops whatever feeds it. */
-    feed(close: () => Promise<void>): ChangeFeed {
+    feed(
+      close: () => Promise<void>,
+      leased = () => state.live && performance.now() < leaseUntil,
+      reportedClock = clock,
+    ): ChangeFeed {
       return {
         get live() {
           return state.live;
         },
-        get clock() {
-          return state.clock;
-        },
-        now: state.now,
+        leased,
+        leaseMs,
+        clock: reportedClock,
         subscribe: state.subscribe,
         close,
       };
@@ -97,14 +136,16 @@ function feedState(now: () => number) {
 /**
  * Listens on a dedicated connection to `url` (one the pool never shares: behind a transaction pooler,
  * point it past the pooler). Reconnects with backoff; each connection is live once LISTEN, a clock
- * reading and a probe from the pool succeeded, and stops being live the moment it closes or a
- * heartbeat (the same reading and probe) goes unanswered.
+ * reading and a probe succeeded, and stops being live the moment it closes or a heartbeat (the same
+ * reading and probe) goes unanswered.
  */
 export function listenPostgres(url: string, config: PostgresOptions, options: FeedOptions): ChangeFeed {
   const { log } = options;
-  const heartbeatMs = options.heartbeatMs ?? 5000;
+  const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+  // With no lease (MEMORY_LEASE_MS=0: nothing answered from memory) the heartbeat only checks the connection.
+  const heartbeatMs = options.heartbeatMs ?? (leaseMs > 0 ? Math.max(10, leaseMs / 4) : 5000);
   const timeoutMs = Math.max(config.DATABASE_CONNECT_TIMEOUT_MS, 1000);
-  const state = feedState(options.now ?? Date.now);
+  const state = feedState(leaseMs, options.wallClock ?? (() => Date.now()));
   let closed = false;
   let wake = () => {};
   let current: postgres.Sql | undefined;
@@ -129,21 +170,25 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
 
   // A probe's payload starts with a control character, which no coupon name may contain.
   let awaited: { payload: string; heard: () => void } | undefined;
-  async function echo(): Promise<void> {
-    const { probe } = options;
-    if (!probe) return;
+  /** Sends a probe and waits for it to come back; returns when it was sent, where its lease starts. */
+  async function echo(client: postgres.Sql): Promise<number> {
     const payload = `\u0001probe ${crypto.randomUUID()}`;
     const heard = new Promise<void>((resolve) => {
       awaited = { payload, heard: resolve };
     });
+    // Taken before the probe leaves: it commits after this instant, so once it is heard, so is every
+    // notification committed before it.
+    const sentAt = performance.now();
+    const send = options.probe ? options.probe(payload) : client`select pg_notify(${CHANGES_CHANNEL}, ${payload})`;
     try {
-      await withDeadline(Promise.all([probe(payload), heard]), timeoutMs);
+      await withDeadline(Promise.all([send, heard]), timeoutMs);
     } catch (error) {
       throw new Error(
         "a notification sent from the pool did not reach the listening connection (behind a transaction pooler, set LISTEN_DATABASE_URL to the server itself)",
         { cause: error },
       );
     }
+    return sentAt;
   }
   const notified = (payload: string) => {
     if (!payload.startsWith("\u0001")) state.change(payload);
@@ -173,10 +218,11 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
       try {
         await withDeadline(client.unsafe(`listen ${CHANGES_CHANNEL}`), timeoutMs);
         await readClock(client);
-        await echo();
+        const sentAt = await echo(client);
         if (!dropped && !closed) {
           state.setLive(true);
-          log.info("change feed live", { clock_offset_ms: Math.round(state.clock.offsetMs) });
+          state.renew(sentAt);
+          log.info("change feed live", { clock_offset_ms: Math.round(state.clock.offsetMs), lease_ms: leaseMs });
           quiet = false;
           attempt = 0;
         }
@@ -184,7 +230,7 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
           await nap(heartbeatMs);
           if (dropped || closed) break;
           await readClock(client);
-          await echo();
+          state.renew(await echo(client));
         }
       } catch (error) {
         // Once per outage at warn, then at debug: a feed that cannot go live retries every second.
@@ -208,15 +254,19 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
   });
 }
 
-/** Listens in the embedded database: same process, same clock, a connection that cannot drop. */
-export async function listenPglite(client: PGlite, options: Pick<FeedOptions, "now"> = {}): Promise<ChangeFeed> {
-  const state = feedState(options.now ?? Date.now);
+/**
+ * Listens in the embedded database: one process, so nothing to lease (a change is heard before its
+ * writer goes on), and the database's clock is this process's wall clock itself.
+ */
+export async function listenPglite(client: PGlite, options: Pick<FeedOptions, "wallClock"> = {}): Promise<ChangeFeed> {
+  const wallClock = options.wallClock ?? (() => Date.now());
+  const state = feedState(0, wallClock);
   const unlisten = await client.listen(CHANGES_CHANNEL, (payload) => state.change(payload));
-  const clockSql = "select extract(epoch from clock_timestamp()) * 1000 as db_ms";
-  await state.readClock(async () => Number((await client.query<{ db_ms: number }>(clockSql)).rows[0]?.db_ms));
   state.setLive(true);
-  return state.feed(async () => {
+  const clock: DatabaseClock = { now: wallClock, uncertaintyMs: 0, offsetMs: 0 };
+  const close = async () => {
     state.setLive(false);
     await unlisten().catch(() => {});
-  });
+  };
+  return state.feed(close, () => state.live, clock);
 }

@@ -7,7 +7,7 @@ import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import type { Config } from "../config";
-import { announceChange, type ChangeFeed, type FeedOptions, listenPglite, listenPostgres } from "./changes";
+import { CHANGES_CHANNEL, type ChangeFeed, type FeedOptions, listenPglite, listenPostgres } from "./changes";
 import { checkAdvisoryLock } from "./lock-check";
 import { runMigrations } from "./migrate";
 import { fileSystemError, lockDataDir, pgliteAssets } from "./pglite";
@@ -97,8 +97,21 @@ export function openPostgres(
     // The second session: a connection of its own, so a pool of one (or a pooler) cannot queue it
     // behind the first session's transaction.
     checkLock: () => withOneConnection(url, config, (second) => checkAdvisoryLock(db, second)),
-    listen: async (options) =>
-      listenPostgres(listenUrl, config, { probe: (payload) => db.execute(announceChange(payload)), ...options }),
+    listen: async (options) => {
+      // The lease's probes on a connection of their own (another session than the listening one, as
+      // the probe must be): never queued behind the pool's batches, so a busy pool cannot lapse it.
+      const prober = postgres(listenUrl, { ...postgresOptions(config), max: 1 });
+      const feed = listenPostgres(listenUrl, config, {
+        probe: (payload) => prober`select pg_notify(${CHANGES_CHANNEL}, ${payload})`,
+        ...options,
+      });
+      const stopListening = feed.close;
+      feed.close = async () => {
+        await stopListening();
+        await prober.end({ timeout: 0 }).catch(() => {});
+      };
+      return feed;
+    },
     close: (timeoutMs = 5000) => client.end({ timeout: timeoutMs / 1000 }),
   };
 }

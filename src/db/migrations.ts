@@ -6,6 +6,7 @@ import m0001 from "../../drizzle/0001_claim_batch.sql" with { type: "text" };
 import m0002 from "../../drizzle/0002_sale_schedule.sql" with { type: "text" };
 import m0003 from "../../drizzle/0003_release.sql" with { type: "text" };
 import m0004 from "../../drizzle/0004_idempotency.sql" with { type: "text" };
+import m0005 from "../../drizzle/0005_fences.sql" with { type: "text" };
 import journal from "../../drizzle/meta/_journal.json";
 
 export const embeddedJournal = journal;
@@ -16,4 +17,5 @@ export const embeddedSql: Record<string, string> = {
   "0002_sale_schedule": m0002,
   "0003_release": m0003,
   "0004_idempotency": m0004,
+  "0005_fences": m0005,
 };

@@ -1,4 +1,6 @@
-// The two tables. Operators query them directly, so table and column names are part of the contract.
+// The tables: coupons and their claims (the contract operators query directly, so table and column
+// names are part of it), the released claims, the decisions kept under Idempotency-Keys, and the
+// fences of changes about to be made.
 import { sql } from "drizzle-orm";
 import { bigint, boolean, check, index, integer, pgTable, text, timestamp, unique } from "drizzle-orm/pg-core";
 
@@ -81,4 +83,20 @@ export const idempotencyKeys = pgTable(
   // BRIN: expires_at grows with insertion order (one TTL), so block ranges summarise it well, and a
   // key costs no btree insert on the claim path; the cleanup's range scan is all that reads it.
   (table) => [index("idempotency_keys_expires_at_idx").using("brin", table.expiresAt)],
+);
+
+// A change about to be made to a coupon (a release, a PATCH), announced before it is made, so no
+// replica learns the coupon's state for answers from memory while it may still change under it
+// (coupons/answers.ts, coupons/fence.ts). The change deletes its fence in the transaction that makes it;
+// a fence past expires_at was given up on, and the first reader to find it breaks it.
+export const couponFences = pgTable(
+  "coupon_fences",
+  {
+    token: text("token").primaryKey(),
+    couponName: text("coupon_name")
+      .notNull()
+      .references(() => coupons.name),
+    expiresAt: timestamp("expires_at", { withTimezone: true }).notNull(),
+  },
+  (table) => [index("coupon_fences_coupon_name_idx").on(table.couponName)],
 );

@@ -15,7 +15,7 @@ export interface MetricSources {
   claims?: Readonly<ClaimStats>;
   /** The claim path's queues: claims waiting or in flight now, and the bound (PENDING_MAX). */
   queue?: { readonly pending: number; readonly pendingMax: number };
-  feed?: { readonly live: boolean; readonly clock: { offsetMs: number } };
+  feed?: { readonly live: boolean; leased(): boolean; readonly clock: { readonly offsetMs: number } };
 }
 
 /** Creates the registry: requests, claim outcomes, the claim path's counts and queues, the change feed, the process. */
@@ -65,8 +65,11 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
     );
   }
   if (feed) {
-    gauge("coupon_change_feed_up", "1 while the change feed listens (answers from memory allowed), else 0", () =>
-      feed.live ? 1 : 0,
+    gauge("coupon_change_feed_up", "1 while the change feed listens, else 0", () => (feed.live ? 1 : 0));
+    gauge(
+      "coupon_memory_lease_held",
+      "1 while answers from memory are allowed (the change feed's lease holds: MEMORY_LEASE_MS), else 0",
+      () => (feed.leased() ? 1 : 0),
     );
     gauge(
       "coupon_database_clock_offset_seconds",

@@ -3,8 +3,9 @@
 import { describe, expect, it } from "bun:test";
 import { createAnswers } from "../../src/coupons/answers";
 import { decideClaims } from "../../src/coupons/claim-sql";
-import { createCoupon, updateCoupon } from "../../src/coupons/coupons";
+import { createCoupon } from "../../src/coupons/coupons";
 import { createLogger } from "../../src/log";
+import { changeSale, claimsBy } from "../support/coupons";
 import { databaseForSuite } from "../support/database";
 import { type TestFeed, testFeed } from "../support/feed";
 
@@ -13,7 +14,7 @@ const database = databaseForSuite();
 /** A coupon sold out by `users` (one unit each). */
 async function soldOutCoupon(name: string, users: string[]) {
   await createCoupon(database.handle.db, name, users.length);
-  await decideClaims(database.handle.db, name, users);
+  await decideClaims(database.handle.db, name, claimsBy(users));
 }
 
 const answersWith = (maxBytes: number, maxClaimers = 1000, feed: TestFeed = testFeed(), marginMs = 1000) =>
@@ -55,8 +56,8 @@ describe("createAnswers", () => {
   it("answers SALE_PAUSED, SALE_ENDED and SALE_NOT_STARTED (with the seconds to the opening) from memory", async () => {
     const db = database.handle.db;
     await createCoupon(db, "paused", 5);
-    await decideClaims(db, "paused", ["holder"]);
-    await updateCoupon(db, "paused", { active: false });
+    await decideClaims(db, "paused", claimsBy(["holder"]));
+    await changeSale(db, "paused", { active: false });
     await createCoupon(db, "ended", 5, { endsAt: new Date(Date.now() - 1000) });
     await createCoupon(db, "later", 5, { startsAt: new Date(Date.now() + 30_000) });
     const answers = answersWith(1024 * 1024);
@@ -73,15 +74,52 @@ describe("createAnswers", () => {
   it("leaves claims within the margin of the opening to the database, on the database's clock", async () => {
     const db = database.handle.db;
     await createCoupon(db, "soon", 5, { startsAt: new Date(Date.now() + 5000) });
-    // This replica's clock runs 10 s slow; the measured offset corrects it: 5 s ahead is outside a 1 s margin.
-    const slow = testFeed({ now: () => Date.now() - 10_000, clock: { offsetMs: 10_000, uncertaintyMs: 0 } });
-    const corrected = answersWith(1024 * 1024, 1000, slow);
-    await corrected.learn("soon");
-    // A 6 s margin covers the opening: the database decides every claim until it has passed.
+    // 5 s ahead is outside a 1 s margin when the database's clock is known exactly...
+    const exact = answersWith(1024 * 1024);
+    await exact.learn("soon");
+    // ...and within it when the clock is known only to 4.5 s, or with a 6 s margin.
+    const uncertain = answersWith(1024 * 1024, 1000, testFeed({ clock: { uncertaintyMs: 4500 } }));
+    await uncertain.learn("soon");
     const wide = answersWith(1024 * 1024, 1000, testFeed(), 6000);
     await wide.learn("soon");
-    expect(outcome(corrected.answer("soon", "u"))).toBe("sale_not_started");
+    expect(outcome(exact.answer("soon", "u"))).toBe("sale_not_started");
+    expect(uncertain.answer("soon", "u")).toBeUndefined();
     expect(wide.answer("soon", "u")).toBeUndefined();
+  });
+
+  it("gives the database's answer at every instant as a sold-out sale's end passes: SOLD_OUT, then the database, then SALE_ENDED", async () => {
+    const db = database.handle.db;
+    const endsAt = Date.now() + 3_600_000;
+    await createCoupon(db, "ending", 1, { endsAt: new Date(endsAt) });
+    await decideClaims(db, "ending", claimsBy(["h"]));
+    let now = Date.now();
+    const answers = answersWith(1024 * 1024, 1000, testFeed({ clock: { now: () => now } }), 100);
+    await answers.learn("ending");
+    const at = (ms: number) => {
+      now = ms;
+      return [outcome(answers.answer("ending", "x")), outcome(answers.answer("ending", "h"))];
+    };
+    expect(at(endsAt - 101)).toEqual(["sold_out", "already_claimed"]);
+    expect(at(endsAt - 100)).toEqual([undefined, "already_claimed"]); // within the margin: the database
+    expect(at(endsAt + 99)).toEqual([undefined, "already_claimed"]);
+    expect(at(endsAt + 100)).toEqual(["sale_ended", "already_claimed"]);
+  });
+
+  it("answers a sale not open yet until its opening nears, and nothing of it once it may have opened", async () => {
+    const db = database.handle.db;
+    const startsAt = Date.now() + 3_600_000;
+    await createCoupon(db, "opening", 2, { startsAt: new Date(startsAt) });
+    let now = Date.now();
+    const answers = answersWith(1024 * 1024, 1000, testFeed({ clock: { now: () => now } }), 100);
+    await answers.learn("opening");
+    now = startsAt - 1101;
+    expect(answers.answer("opening", "x")).toEqual({ outcome: "sale_not_started", retryAfter: 2 });
+    now = startsAt - 100;
+    expect(answers.answer("opening", "x")).toBeUndefined();
+    now = startsAt + 100; // claims may have won since: the entry is forgotten, not trusted again
+    expect(answers.answer("opening", "x")).toBeUndefined();
+    now = startsAt - 1101;
+    expect(answers.answer("opening", "x")).toBeUndefined();
   });
 
   it("answers nothing from memory while the change feed is lost, and forgets what it held", async () => {

@@ -7,12 +7,13 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import fc from "fast-check";
 import postgres from "postgres";
 import { loadConfig } from "../../src/config";
-import { type ClaimDecision, decideClaims } from "../../src/coupons/claim-sql";
-import { createCoupon, updateCoupon } from "../../src/coupons/coupons";
+import { type ClaimDecision, type DecisionRequest, decideClaims } from "../../src/coupons/claim-sql";
+import { createCoupon } from "../../src/coupons/coupons";
 import { fingerprint } from "../../src/coupons/idempotency";
 import { type ClaimRejection, claimRejections, type DecidedOutcome } from "../../src/coupons/outcomes";
 import { openPostgres } from "../../src/db/client";
 import * as schema from "../../src/db/schema";
+import { changeSale, claimsBy, fenceOf } from "../support/coupons";
 import { databaseForSuite } from "../support/database";
 import { expectStockInvariant } from "../support/invariant";
 import { type ModelCoupon, modelClaim, modelRelease } from "../support/model";
@@ -21,7 +22,7 @@ import { until } from "../support/replicas";
 const database = databaseForSuite();
 
 const outcomes = async (coupon: string, users: string[]) =>
-  (await decideClaims(database.handle.db, coupon, users)).decisions.map((d) => d.outcome);
+  (await decideClaims(database.handle.db, coupon, claimsBy(users))).decisions.map((d) => d.outcome);
 
 describe("decideClaims", () => {
   it("lets a user repeated inside one batch win at most once (later copies ALREADY_CLAIMED)", async () => {
@@ -38,7 +39,7 @@ describe("decideClaims", () => {
 
   it("gives a batch larger than the stock exactly the first remaining_amount winners", async () => {
     await createCoupon(database.handle.db, "small-stock", 3);
-    const result = await decideClaims(database.handle.db, "small-stock", ["u1", "u2", "u3", "u4", "u5"]);
+    const result = await decideClaims(database.handle.db, "small-stock", claimsBy(["u1", "u2", "u3", "u4", "u5"]));
     expect(result.decisions.map((d) => d.outcome)).toEqual(["created", "created", "created", "sold_out", "sold_out"]);
     expect(result.remaining).toBe(0);
     const rows = await database.sql`select user_id from claims where coupon_name = 'small-stock' order by id`;
@@ -52,7 +53,7 @@ describe("decideClaims", () => {
   });
 
   it("answers NOT_FOUND for every claim on an unknown coupon and stores nothing", async () => {
-    const result = await decideClaims(database.handle.db, "ghost", ["a", "b"]);
+    const result = await decideClaims(database.handle.db, "ghost", claimsBy(["a", "b"]));
     expect(result).toEqual({
       decisions: [
         { outcome: "not_found", remaining: null },
@@ -65,7 +66,7 @@ describe("decideClaims", () => {
 
   it("stamps each winner with claimed_at and only winners", async () => {
     await createCoupon(database.handle.db, "stamped", 1);
-    const { decisions } = await decideClaims(database.handle.db, "stamped", ["w", "l"]);
+    const { decisions } = await decideClaims(database.handle.db, "stamped", claimsBy(["w", "l"]));
     expect(decisions[0]?.decidedAt).toBeInstanceOf(Date);
     expect(decisions[1]?.decidedAt).toBeUndefined();
   });
@@ -104,7 +105,7 @@ describe("decideClaims", () => {
         `p${i * 2}`,
       ]);
       const results = await Promise.all(
-        batches.map((users, i) => decideClaims((pools[i % 3] as (typeof pools)[0]).db, "contended", users)),
+        batches.map((users, i) => decideClaims((pools[i % 3] as (typeof pools)[0]).db, "contended", claimsBy(users))),
       );
       const created = results.flatMap((r) => r.decisions).filter((d) => d.outcome === "created").length;
       expect(created).toBe(25);
@@ -123,7 +124,7 @@ describe("decideClaims", () => {
       await intruder`begin`;
       await intruder`insert into claims (user_id, coupon_name) values ('x', 'bypassed')`;
       await intruder`update coupons set remaining_amount = remaining_amount - 1 where name = 'bypassed'`;
-      const batch = decideClaims(database.handle.db, "bypassed", ["y", "x", "z"]);
+      const batch = decideClaims(database.handle.db, "bypassed", claimsBy(["y", "x", "z"]));
       await Bun.sleep(200);
       await intruder`commit`;
       expect((await batch).decisions.map((d) => d.outcome)).toEqual(["created", "already_claimed", "created"]);
@@ -151,7 +152,7 @@ describe("decideClaims", () => {
       await session`set auto_explain.log_nested_statements = on`;
       await session`set client_min_messages = log`;
       const users = Array.from({ length: 256 }, (_, i) => (i % 2 ? `f${i}` : `new${i}`));
-      const result = await decideClaims(drizzle(session, { schema }) as never, "fresh-sale", users);
+      const result = await decideClaims(drizzle(session, { schema }) as never, "fresh-sale", claimsBy(users));
       expect(result.decisions.filter((d) => d.outcome === "already_claimed").length).toBe(128);
       const claimsPlans = plans.filter((plan) => /on claims/.test(plan)).join("\n");
       expect(claimsPlans).toContain("claims_user_id_coupon_name_key");
@@ -166,14 +167,21 @@ describe("decideClaims", () => {
 /** One request of a mixed batch: a claim by `user`, or the release of `user`'s claim. */
 type Request = { user: string; release: boolean };
 
+/** `requests` as the service sends them: each release with a fence raised for it (one per batch here). */
+async function asSent(coupon: string, requests: readonly Keyed[], db = database.handle.db): Promise<DecisionRequest[]> {
+  const fence = requests.some((r) => r.release) ? await fenceOf(db, coupon) : undefined;
+  return requests.map((r) => ({
+    user: r.user,
+    ...(r.release ? { release: true, ...(fence && !r.unfenced ? { fence } : {}) } : {}),
+    ...(r.key === undefined
+      ? {}
+      : { idempotency: { key: r.key, fingerprint: fingerprintOf(coupon, r), ttlMs: r.ttlMs ?? HOUR } }),
+  }));
+}
+
 /** Decides a mixed batch; one with no release goes to claim_batch like the service sends it. */
-const decide = (coupon: string, requests: readonly Request[]) =>
-  decideClaims(
-    database.handle.db,
-    coupon,
-    requests.map((r) => r.user),
-    requests.map((r) => r.release),
-  );
+const decide = async (coupon: string, requests: readonly Request[], db = database.handle.db) =>
+  decideClaims(db, coupon, await asSent(coupon, requests, db));
 
 /** What one request does to the model, as [outcome, stock after it]. */
 function modelDecide(coupon: ModelCoupon, { user, release }: Request, now = Date.now()): [string, number | null] {
@@ -236,7 +244,7 @@ describe("decideClaims with releases", () => {
             const expected = before.map((user) => modelClaim(model, user));
             expect((await outcomes(name, before)).map(String)).toEqual(expected);
           }
-          if (sale !== "open") await updateCoupon(database.handle.db, name, saleChange(sale));
+          if (sale !== "open") await changeSale(database.handle.db, name, saleChange(sale));
           Object.assign(model, modelSale(sale));
           const released: string[] = [];
           for (const batch of batches) {
@@ -264,7 +272,11 @@ describe("decideClaims with releases", () => {
   // as ClaimDecision.remaining says. Remove .failing once claim_batch answers the stock per claim.
   it("gives each claim of a claim-only batch the stock right after it (claim_batch)", async () => {
     await createCoupon(database.handle.db, "per-claim-stock", 3);
-    const { decisions } = await decideClaims(database.handle.db, "per-claim-stock", ["a", "b", "a", "c", "d"]);
+    const { decisions } = await decideClaims(
+      database.handle.db,
+      "per-claim-stock",
+      claimsBy(["a", "b", "a", "c", "d"]),
+    );
     expect(decisions.map((d) => [d.outcome, d.remaining])).toEqual([
       ["created", 2],
       ["created", 1],
@@ -307,14 +319,7 @@ describe("decideClaims with releases", () => {
         }));
         const batches: Request[][] = [[{ user: "h0", release: true }], [{ user: "x", release: false }], third];
         const results = await Promise.all(
-          batches.map((batch, i) =>
-            decideClaims(
-              (pools[i] as (typeof pools)[0]).db,
-              name,
-              batch.map((r) => r.user),
-              batch.map((r) => r.release),
-            ),
-          ),
+          batches.map((batch, i) => decide(name, batch, (pools[i] as (typeof pools)[0]).db)),
         );
         const actual = results.map((r) => r.decisions.map((d) => [d.outcome, d.remaining]));
         const state = await stateOf(name);
@@ -352,7 +357,7 @@ describe("decideClaims with releases", () => {
     const name = `release-${sale.replace(" ", "-")}`;
     await createCoupon(database.handle.db, name, 2);
     await outcomes(name, ["a", "b"]);
-    await updateCoupon(database.handle.db, name, saleChange(sale));
+    await changeSale(database.handle.db, name, saleChange(sale));
     const mixed = await decide(name, [
       { user: "a", release: true },
       { user: "a", release: false },
@@ -376,10 +381,10 @@ describe("decideClaims with releases", () => {
   it("lets a user released during a pause claim again once the sale resumes, at the end of the claim order", async () => {
     await createCoupon(database.handle.db, "resumed", 2);
     await outcomes("resumed", ["a", "b"]);
-    await updateCoupon(database.handle.db, "resumed", { active: false });
+    await changeSale(database.handle.db, "resumed", { active: false });
     expect((await decide("resumed", [{ user: "a", release: true }])).decisions[0]?.outcome).toBe("released");
     expect(await outcomes("resumed", ["a"])).toEqual(["sale_paused"]);
-    await updateCoupon(database.handle.db, "resumed", { active: true });
+    await changeSale(database.handle.db, "resumed", { active: true });
     expect(await outcomes("resumed", ["a", "c"])).toEqual(["created", "sold_out"]);
     expect(await stateOf("resumed")).toEqual({ remaining: 0, holders: ["b", "a"], released: ["a"] });
   });
@@ -399,26 +404,22 @@ describe("decideClaims with releases", () => {
     try {
       await createCoupon(database.handle.db, "announced", 3);
       expect(await heardAfter(() => outcomes("announced", ["a", "b", "c", "d"]))).toEqual([]);
+      // Each release's fence notifies too, before it: fenced first, then only the batch is listened to.
+      const batch = async (coupon: string, requests: Request[]) => {
+        const sent = await asSent(coupon, requests);
+        await heardAfter(async () => {}); // the fence's own notification, heard and set aside
+        return heardAfter(() => decideClaims(database.handle.db, coupon, sent));
+      };
+      const [a, b, c, e, f] = ["a", "b", "c", "e", "f"].map((user) => ({ user, release: false }));
+      const released = (r: Request) => ({ ...r, release: true });
+      expect(await batch("announced", [released(a as Request), e as Request, released(b as Request)])).toEqual([
+        "announced",
+      ]);
       expect(
-        await heardAfter(() =>
-          decide("announced", [
-            { user: "a", release: true },
-            { user: "e", release: false },
-            { user: "b", release: true },
-          ]),
-        ),
-      ).toEqual(["announced"]);
-      expect(
-        await heardAfter(() =>
-          decide("announced", [
-            { user: "a", release: true },
-            { user: "f", release: false },
-            { user: "nobody", release: true },
-          ]),
-        ),
+        await batch("announced", [released(a as Request), f as Request, { user: "nobody", release: true }]),
       ).toEqual([]);
-      expect(await heardAfter(() => decide("ghost", [{ user: "a", release: true }]))).toEqual([]);
-      expect(await heardAfter(() => decide("announced", [{ user: "c", release: true }]))).toEqual(["announced"]);
+      expect(await batch("ghost", [{ user: "a", release: true }])).toEqual([]);
+      expect(await batch("announced", [released(c as Request)])).toEqual(["announced"]);
     } finally {
       await unlisten();
     }
@@ -459,7 +460,7 @@ describe("decideClaims with releases", () => {
 });
 
 /** One request of a keyed batch: a claim (or release) by `user`, with an Idempotency-Key or none. */
-type Keyed = { user: string; release?: boolean; key?: string; fp?: string };
+type Keyed = { user: string; release?: boolean; key?: string; fp?: string; ttlMs?: number; unfenced?: true };
 
 const CLAIM_ROUTE = "POST /api/coupons/claim";
 const RELEASE_ROUTE = "DELETE /api/coupons/{name}/claims/{user_id}";
@@ -467,19 +468,9 @@ const RELEASE_ROUTE = "DELETE /api/coupons/{name}/claims/{user_id}";
 const fingerprintOf = (coupon: string, request: Keyed) =>
   request.fp ?? fingerprint(request.release ? RELEASE_ROUTE : CLAIM_ROUTE, [coupon, request.user]);
 
-/** Decides a keyed batch as the service sends it: releases only when one is in the batch. */
-const decideKeyed = (coupon: string, requests: readonly Keyed[], db = database.handle.db) =>
-  decideClaims(
-    db,
-    coupon,
-    requests.map((r) => r.user),
-    requests.some((r) => r.release) ? requests.map((r) => r.release === true) : undefined,
-    {
-      keys: requests.map((r) => r.key ?? null),
-      fingerprints: requests.map((r) => (r.key === undefined ? null : fingerprintOf(coupon, r))),
-      ttlMs: HOUR,
-    },
-  );
+/** Decides a keyed batch as the service sends it. */
+const decideKeyed = async (coupon: string, requests: readonly Keyed[], db = database.handle.db) =>
+  decideClaims(db, coupon, await asSent(coupon, requests, db));
 
 /** A decision as compared across paths: outcome, stock after it, whether it has an instant, replayed. */
 const shape = (d: ClaimDecision) => [d.outcome, d.remaining, d.decidedAt !== undefined, d.replayed === true];
@@ -628,7 +619,7 @@ describe("decideClaims with Idempotency-Keys, claim-only (claim_keyed_batch)", (
     async (sale, refusal, open) => {
       const name = `kb-${sale.replace(" ", "-")}`;
       await createCoupon(database.handle.db, name, 2);
-      await updateCoupon(database.handle.db, name, saleChange(sale));
+      await changeSale(database.handle.db, name, saleChange(sale));
       const key = newKey(name);
       const refused = await decideKeyed(name, [
         { user: "a", key },
@@ -640,7 +631,7 @@ describe("decideClaims with Idempotency-Keys, claim-only (claim_keyed_batch)", (
       ]);
       if (refusal === "sale_not_started") expect(refused.decisions[0]?.opensInMs).toBeGreaterThan(HOUR - 60_000);
       expect(await keyRow(key)).toBeUndefined();
-      await updateCoupon(database.handle.db, name, open);
+      await changeSale(database.handle.db, name, open);
       const opened = await decideKeyed(name, [{ user: "a", key }]);
       expect(opened.decisions.map(shape)).toEqual([["created", 1, true, false]]);
       expect(await keyRow(key)).toMatchObject({ outcome: "created", remaining: 1 });
@@ -773,7 +764,7 @@ describe("decideClaims with releases and Idempotency-Keys (claim_request_batch)"
       const name = `rb-${sale.replace(" ", "-")}`;
       await createCoupon(database.handle.db, name, 2);
       await outcomes(name, ["h"]);
-      await updateCoupon(database.handle.db, name, saleChange(sale));
+      await changeSale(database.handle.db, name, saleChange(sale));
       const [claim, release] = [newKey(name), newKey(name)];
       const refused = await decideKeyed(name, [
         { user: "h", release: true, key: release },
@@ -787,7 +778,7 @@ describe("decideClaims with releases and Idempotency-Keys (claim_request_batch)"
       ]);
       expect(await keyRow(claim)).toBeUndefined();
       expect(await keyRow(release)).toMatchObject({ outcome: "released" });
-      await updateCoupon(database.handle.db, name, open);
+      await changeSale(database.handle.db, name, open);
       const opened = await decideKeyed(name, [
         { user: "a", key: claim },
         { user: "nobody", release: true },
@@ -838,7 +829,7 @@ describe("decideClaims with Idempotency-Keys, against the unkeyed path", () => {
             for (const name of [keyed, plain]) {
               await createCoupon(database.handle.db, name, stock);
               if (before.length > 0) await outcomes(name, before);
-              if (sale !== "open") await updateCoupon(database.handle.db, name, saleChange(sale));
+              if (sale !== "open") await changeSale(database.handle.db, name, saleChange(sale));
             }
             for (const batch of batches) {
               const requests: Keyed[] = batch.map((r) => ({
@@ -1020,7 +1011,7 @@ const both = ["keyed", "request"] as const;
 const closedSale = (sale: Exclude<Sale, "open">): Scenario => ({
   setup: async (c) => {
     await createCoupon(database.handle.db, c, 1);
-    await updateCoupon(database.handle.db, c, saleChange(sale));
+    await changeSale(database.handle.db, c, saleChange(sale));
   },
   request: { user: "a" },
   paths: both,
@@ -1060,6 +1051,15 @@ const scenarios = {
   sale_not_started: closedSale("not started"),
   sale_ended: closedSale("ended"),
   not_found: { setup: async () => {}, request: { user: "a" }, paths: both },
+  // A release whose fence is missing (or expired): refused, nothing applied.
+  expired: {
+    setup: async (c) => {
+      await createCoupon(database.handle.db, c, 1);
+      await outcomes(c, ["a"]);
+    },
+    request: { user: "a", release: true, unfenced: true },
+    paths: ["request"],
+  },
   // The key was first used by another request ("h"), whose row stays.
   idempotency_key_reused: {
     setup: (c) => createCoupon(database.handle.db, c, 2),
@@ -1113,7 +1113,102 @@ describe("outcomes.ts retry flags against what the SQL stores", () => {
       "sale_ended",
       "not_found",
       "idempotency_key_reused",
+      "expired",
     ];
     expect(Object.keys(scenarios).sort()).toEqual([...decided].sort());
+  });
+});
+
+/** Marks `key`'s stored decision as expired (its IDEMPOTENCY_TTL passed). */
+const expire = (key: string) =>
+  database.sql`update idempotency_keys set expires_at = clock_timestamp() - interval '1 second' where key = ${key}`;
+
+/** The sweep of expired keys, as startKeyCleanup sends it (coupons/idempotency.ts). */
+const sweep = () =>
+  database.sql`delete from idempotency_keys where key in (
+    select key from idempotency_keys where expires_at <= clock_timestamp() limit ${1000} for update skip locked)`;
+
+describe("an expired key taken by two transactions (claim_keyed_batch)", () => {
+  it("never deletes the decision another transaction stored under it while this one waited: applied once", async () => {
+    await createCoupon(database.handle.db, "retaken-1", 3);
+    await createCoupon(database.handle.db, "retaken-2", 3);
+    const key = newKey("retaken");
+    await decideKeyed("retaken-1", [{ user: "old", key }]);
+    await expire(key);
+    const createFingerprint = fingerprint("POST /api/coupons", ["retaken-3", 3, null, null]);
+    const session = await database.sql.reserve();
+    try {
+      // A create re-takes the expired key (createCoupon's takeKey: the row is replaced, and locked).
+      await session`begin`;
+      await session`select idempotency_take(array[${key}]::text[], array[${createFingerprint}]::text[],
+        clock_timestamp(), ${HOUR}::float8)`;
+      const other = decideKeyed("retaken-2", [{ user: "n", key }]);
+      await until(async () => (await waitingInBatches()) === 1, "the claim waiting for the key's row");
+      await session`update idempotency_keys set outcome = 'created', decided_at = clock_timestamp() where key = ${key}`;
+      await session`commit`;
+      // The create applied under the key; the claim with another request under it is refused.
+      expect((await other).decisions.map((d) => d.outcome)).toEqual(["idempotency_key_reused"]);
+    } finally {
+      await session`rollback`.catch(() => {});
+      session.release();
+    }
+    expect(await keyRow(key)).toMatchObject({ fingerprint: createFingerprint, outcome: "created", live: true });
+    expect(await count("claims", "retaken-2", "n")).toBe(0);
+  });
+
+  it("takes the keys it shares with another transaction in key order: a wait, never a deadlock", async () => {
+    await createCoupon(database.handle.db, "shared-keys", 5);
+    // Stored in the reverse of key order, so their rows lie in the table the other way round.
+    const [low, high] = [newKey("shared-a"), newKey("shared-b")];
+    await decideKeyed("shared-keys", [{ user: "h", key: high }]);
+    await decideKeyed("shared-keys", [{ user: "l", key: low }]);
+    await Promise.all([expire(low), expire(high)]);
+    const session = await database.sql.reserve();
+    try {
+      // Another transaction re-takes the low key first, then (later) the high one.
+      await session`begin`;
+      await session`select idempotency_take(array[${low}]::text[], array['other']::text[], clock_timestamp(), ${HOUR}::float8)`;
+      const batch = decideKeyed("shared-keys", [
+        { user: "x", key: high },
+        { user: "y", key: low },
+      ]);
+      await until(async () => (await waitingInBatches()) === 1, "the batch waiting for a key's row");
+      await session`select idempotency_take(array[${high}]::text[], array['other']::text[], clock_timestamp(), ${HOUR}::float8)`;
+      await session`update idempotency_keys set outcome = 'created', decided_at = clock_timestamp() where key in (${low}, ${high})`;
+      await session`commit`;
+      expect((await batch).decisions.map((d) => d.outcome)).toEqual([
+        "idempotency_key_reused",
+        "idempotency_key_reused",
+      ]);
+    } finally {
+      await session`rollback`.catch(() => {});
+      session.release();
+    }
+  }, 15_000);
+});
+
+describe("a replay racing the sweep (claim_keyed_batch)", () => {
+  it("answers the stored decision even when the key expires and the sweep runs between its read and its answer", async () => {
+    await createCoupon(database.handle.db, "swept", 3);
+    const key = newKey("swept");
+    const ttlMs = 500; // long enough for the replay to start while it lives
+    const first = await decideKeyed("swept", [{ user: "a", key, ttlMs }]);
+    expect(first.decisions.map((d) => d.outcome)).toEqual(["created"]);
+    const session = await database.sql.reserve();
+    try {
+      // Holds the replay after it has read the key (claim_batch's insert waits for this lock).
+      await session`begin`;
+      await session`lock table claims in share mode`;
+      const replay = decideKeyed("swept", [{ user: "a", key }]);
+      await until(async () => (await waitingInBatches()) === 1, "the replay waiting on the claims table");
+      await until(async () => (await keyRow(key))?.live === false, "the key expired", 5000);
+      await sweep();
+      await session`commit`;
+      const { decisions } = await replay;
+      expect(decisions.map((d) => [d.outcome, d.replayed])).toEqual([["created", true]]);
+    } finally {
+      await session`rollback`.catch(() => {});
+      session.release();
+    }
   });
 });

@@ -29,9 +29,9 @@ const options = (overrides: Partial<ClaimerOptions> = {}): ClaimerOptions => ({
 /** Records every batch handed to the real decideClaims. */
 function recordingDecide() {
   const batches: string[][] = [];
-  const decide: typeof decideClaims = (db, coupon, users) => {
-    batches.push([...users]);
-    return decideClaims(db, coupon, users);
+  const decide: typeof decideClaims = (db, coupon, requests) => {
+    batches.push(requests.map((request) => request.user));
+    return decideClaims(db, coupon, requests);
   };
   return { batches, decide };
 }
@@ -62,10 +62,10 @@ describe("claimCoupon", () => {
     await createCoupon(database.handle.db, "failing", 10);
     let calls = 0;
     const { claim, outcomes } = claimerFor({
-      decide: async (db, coupon, users) => {
+      decide: async (db, coupon, requests) => {
         calls++;
         if (calls === 2) throw new Error("connection reset mid-transaction");
-        return decideClaims(db, coupon, users);
+        return decideClaims(db, coupon, requests);
       },
     });
     expect(await outcomes("failing", ["a", "b", "c", "d"])).toEqual([

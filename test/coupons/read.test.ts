@@ -12,6 +12,7 @@ import { queryRows } from "../../src/db/rows";
 import { AppError } from "../../src/errors";
 import { jsonAnswer } from "../../src/http/json-stream";
 import { buildApp } from "../support/app";
+import { fenceOf } from "../support/coupons";
 import { createTestDatabase } from "../support/database";
 import { type Client, client } from "../support/http";
 
@@ -319,7 +320,9 @@ async function churn(db: Database, name: string, batches: number, floor: number)
           releases.push(true);
         }
       }
-      const { decisions } = await decideClaims(db, name, users, releases);
+      const fence = releases.includes(true) ? await fenceOf(db, name) : undefined;
+      const requests = users.map((user, i) => (releases[i] ? { user, release: true, fence } : { user }));
+      const { decisions } = await decideClaims(db, name, requests);
       for (const [i, d] of decisions.entries()) if (d.outcome === "released") released.push(users[i] as string);
       states.push(await holdersNow(db, name));
       for (const wake of waiting) wake();

@@ -63,7 +63,7 @@ describe("listenPostgres", () => {
   });
 
   it("measures the database's clock against a skewed process clock", async () => {
-    const feed = listenPostgres(database.url, config(), { log, now: () => Date.now() - 60_000 });
+    const feed = listenPostgres(database.url, config(), { log, wallClock: () => Date.now() - 60_000 });
     await until(() => feed.live, "live");
     expect(Math.abs(feed.clock.offsetMs - 60_000)).toBeLessThan(1000);
     expect(feed.clock.uncertaintyMs).toBeGreaterThanOrEqual(0);

@@ -42,7 +42,13 @@ describe("runMigrations", () => {
     expect(applied[0]?.n).toBe(embeddedJournal.entries.length);
     const tables = await database.sql`
       select table_name from information_schema.tables where table_schema = 'public' order by table_name`;
-    expect(tables.map((t) => t.table_name)).toEqual(["claim_releases", "claims", "coupons", "idempotency_keys"]);
+    expect(tables.map((t) => t.table_name)).toEqual([
+      "claim_releases",
+      "claims",
+      "coupon_fences",
+      "coupons",
+      "idempotency_keys",
+    ]);
     const ready = await client(buildApp(database.handle.db).app).get("/health/ready");
     expect(ready.status).toBe(200);
   });

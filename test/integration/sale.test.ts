@@ -197,6 +197,23 @@ describe("PATCH /api/coupons/{name}", () => {
     expect((await api().claim("early", "LATER")).status).toBe(201);
   });
 
+  it("answers SALE_ENDED, never SOLD_OUT, once a coupon that sold out has passed ends_at: from memory as from the database", async () => {
+    const endsAt = Date.now() + 1500;
+    await create({ name: "SOLD_THEN_ENDED", amount: 1, ends_at: new Date(endsAt).toISOString() });
+    expect((await api().claim("holder", "SOLD_THEN_ENDED")).status).toBe(201);
+    expectProblem(await rememberedAnswer(() => api().claim("late", "SOLD_THEN_ENDED")), 409, "SOLD_OUT");
+    // Past the end by more than the margin (1 s) around it, within which the database decides.
+    await Bun.sleep(Math.max(0, endsAt + 1000 + 200 - Date.now()));
+    const keyed = await api().post(
+      "/api/coupons/claim",
+      { user_id: "later", coupon_name: "SOLD_THEN_ENDED" },
+      { "idempotency-key": crypto.randomUUID() },
+    );
+    expectProblem(keyed, 409, "SALE_ENDED"); // the database's answer (a keyed claim is never from memory)
+    expectProblem(await api().claim("later", "SOLD_THEN_ENDED"), 409, "SALE_ENDED");
+    expectProblem(await api().claim("holder", "SOLD_THEN_ENDED"), 409, "ALREADY_CLAIMED");
+  });
+
   it("ends the sale with ends_at in the past: SALE_ENDED; null reopens it", async () => {
     await api().createCoupon("OVER", 3);
     const ends_at = fromNow(-1_000);

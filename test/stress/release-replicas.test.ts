@@ -134,3 +134,47 @@ describe("a release seen by the other replicas", () => {
     await expectStockInvariant(cluster.database.sql, coupon);
   }, 30_000);
 });
+
+/** Claims by fresh users on `replica` until one is answered `code` from memory; 5 s at most. */
+async function rememberedRefusal(replica: Client, coupon: string, code: string): Promise<void> {
+  await until(async () => {
+    const before = await metric(replica, "coupon_claims_from_memory_total");
+    expect((await freshClaim(replica, coupon)).body.code).toBe(code);
+    return (await metric(replica, "coupon_claims_from_memory_total")) > before;
+  }, `${code} from memory`);
+}
+
+const patch = (replica: Client, coupon: string, json: unknown) =>
+  replica.call("PATCH", `/api/coupons/${encodeURIComponent(coupon)}`, { json });
+
+describe("a change answered only once no replica can answer what it replaced from memory", () => {
+  // C's notifications held in transit, its connection open: C cannot know what changed, nor that it
+  // cannot know; only its lease, run out, keeps it from answering the old state.
+  it("a release through A has answered 200: C, hearing nothing, does not say SOLD_OUT", async () => {
+    const coupon = "held-release";
+    await soldOutTo(coupon, ["holder"]);
+    await answeredFromMemory(C(), coupon);
+    cluster.proxy.stall("to-client");
+    try {
+      expect((await release(A(), coupon, "holder")).status).toBe(200);
+      expect((await freshClaim(C(), coupon)).status).toBe(201);
+    } finally {
+      cluster.proxy.restore();
+    }
+    await expectStockInvariant(cluster.database.sql, coupon);
+  }, 30_000);
+
+  it("a resume through A has answered 200: C, hearing nothing, does not say SALE_PAUSED", async () => {
+    const coupon = "held-resume";
+    expect((await A().createCoupon(coupon, 3)).status).toBe(201);
+    expect((await patch(A(), coupon, { active: false })).status).toBe(200);
+    await rememberedRefusal(C(), coupon, "SALE_PAUSED");
+    cluster.proxy.stall("to-client");
+    try {
+      expect((await patch(A(), coupon, { active: true })).status).toBe(200);
+      expect((await freshClaim(C(), coupon)).status).toBe(201);
+    } finally {
+      cluster.proxy.restore();
+    }
+  }, 30_000);
+});

@@ -53,7 +53,9 @@ export function replicasForSuite(options: { skewsMs?: number[]; scheduleMarginMs
     handles = skews.map((_, i) => openPostgres(url, config, i === skews.length - 1 ? suite.proxy.url : url));
     const log = createLogger("silent");
     suite.feeds = await Promise.all(
-      handles.map((handle, i) => handle.listen({ log, heartbeatMs: 200, now: () => Date.now() + (skews[i] ?? 0) })),
+      handles.map((handle, i) =>
+        handle.listen({ log, heartbeatMs: 200, wallClock: () => Date.now() + (skews[i] ?? 0) }),
+      ),
     );
     const servers = handles.map((handle, i) =>
       listen(buildApp(handle.db, { feed: suite.feeds[i], scheduleMarginMs: options.scheduleMarginMs ?? 1000 }).app),
