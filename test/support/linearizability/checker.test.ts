@@ -2,6 +2,7 @@
 // only thanks to a 503 that took effect late) are accepted, and so is every history generated from the
 // sequential rules themselves. No database: histories are written by hand or generated.
 import { describe, expect, it } from "bun:test";
+import { rmSync } from "node:fs";
 import { toProblem } from "../../../src/errors";
 import { checkHistory } from "./checker";
 import { linearizableHistory } from "./generate";
@@ -320,5 +321,6 @@ describe("a failing history", () => {
     const replay = Bun.spawnSync([process.execPath, "scripts/check-history.ts", file]);
     expect(replay.exitCode).toBe(1);
     expect(replay.stdout.toString()).toContain("answered 409 SOLD_OUT; the rules give 201");
+    rmSync(file);
   });
 });
