@@ -86,6 +86,6 @@ export function replicasForSuite(options: ReplicaOptions = {}): Replicas {
     await Promise.all(handles.map((handle) => handle.close()));
     await suite.proxy.close();
     await suite.database.drop();
-  });
+  }, 30_000); // each pool gets up to 5 s for its queries: more than a hook's default
   return suite;
 }

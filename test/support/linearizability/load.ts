@@ -4,6 +4,9 @@
 // run), and a fault loop cuts or stalls one replica's database connections now and then.
 import type { FaultProxy } from "../proxy";
 import { seeded } from "./generate";
+
+type Random = ReturnType<typeof seeded>;
+
 import type { Request } from "./history";
 import type { Recorder } from "./recorder";
 
@@ -27,7 +30,8 @@ const USERS = 8;
 
 /** Runs the load until its duration is over and every request is answered, then reads each coupon on each replica. */
 export async function runLoad(recorder: Recorder, options: LoadOptions): Promise<void> {
-  const r = seeded(options.seed);
+  // Each loop draws from a stream of its own, so its choices do not depend on how the loops interleave.
+  const stream = (loop: number) => seeded(options.seed * 1000 + loop);
   const { prefix } = options;
   const at = (inMs: number) => new Date(Math.round(recorder.now() + inMs)).toISOString();
   // Per coupon: its share of the requests, of them keyed, and of them releases. The sale that ends
@@ -43,7 +47,6 @@ export async function runLoad(recorder: Recorder, options: LoadOptions): Promise
       : []),
   ];
   const weighted = coupons.flatMap((c) => Array.from({ length: c.weight }, () => c));
-  const replica = () => r.int(options.replicas);
   // Each coupon created twice at once, once with a key (replayed after the run).
   const createOf = (c: (typeof coupons)[number]): Request => ({ kind: "create", amount: c.amount, ...c.sale });
   await Promise.all(
@@ -57,7 +60,8 @@ export async function runLoad(recorder: Recorder, options: LoadOptions): Promise
   const running = () => recorder.now() < end;
   const keys = new Map<string, { key: string; request: Request }[]>(coupons.map((c) => [c.name, []]));
   let fresh = 0;
-  const client = async () => {
+  const client = async (_: unknown, i: number) => {
+    const r = stream(1 + i);
     while (running()) {
       const coupon = r.pick(weighted);
       const user = `u${r.int(USERS)}`;
@@ -72,22 +76,25 @@ export async function runLoad(recorder: Recorder, options: LoadOptions): Promise
         key = again?.key ?? `${prefix}-k${fresh++}`;
         if (!again) earlier.push({ key, request });
       }
-      await recorder.send(replica(), coupon.name, request, key);
+      await recorder.send(r.int(options.replicas), coupon.name, request, key);
       await Bun.sleep(r.int(4));
     }
   };
-  const admin = async (name: string, changes: (() => Request)[]) => {
-    while (running()) {
+  // An admin makes its changes in turn, so each happens in every run.
+  const admin = async (loop: number, name: string, changes: ((r: Random) => Request)[]) => {
+    const r = stream(loop);
+    for (let turn = 0; running(); turn++) {
       await Bun.sleep(300 + r.int(500));
-      const change = r.pick(changes)();
-      await recorder.send(replica(), name, change);
+      const change = (changes[turn % changes.length] as (r: Random) => Request)(r);
+      await recorder.send(r.int(options.replicas), name, change);
       if (change.kind === "patch" && change.active === false) {
         await Bun.sleep(100 + r.int(200));
-        await recorder.send(replica(), name, { kind: "patch", active: true });
+        await recorder.send(r.int(options.replicas), name, { kind: "patch", active: true });
       }
     }
   };
   const faults = async (proxy: FaultProxy) => {
+    const r = stream(99);
     while (running()) {
       await Bun.sleep(600 + r.int(700));
       if (!running()) break;
@@ -101,14 +108,14 @@ export async function runLoad(recorder: Recorder, options: LoadOptions): Promise
   };
   const admins = options.schedules
     ? [
-        admin(`${prefix}-ending`, [
-          () => ({ kind: "patch", ends_at: at(300 + r.int(400)) }),
-          () => ({ kind: "patch", starts_at: at(200 + r.int(200)), ends_at: at(800 + r.int(400)) }),
+        admin(97, `${prefix}-ending`, [
+          (r) => ({ kind: "patch", ends_at: at(300 + r.int(400)) }),
+          (r) => ({ kind: "patch", starts_at: at(200 + r.int(200)), ends_at: at(800 + r.int(400)) }),
         ]),
-        admin(`${prefix}-sale`, [
+        admin(98, `${prefix}-sale`, [
           () => ({ kind: "patch", active: false }),
-          () => ({ kind: "patch", starts_at: at(200 + r.int(300)), ends_at: at(1500 + r.int(1000)) }),
-          () => ({ kind: "patch", starts_at: at(2200 + r.int(800)) }),
+          (r) => ({ kind: "patch", starts_at: at(200 + r.int(300)), ends_at: at(1500 + r.int(1000)) }),
+          (r) => ({ kind: "patch", starts_at: at(2200 + r.int(800)) }),
           () => ({ kind: "patch", starts_at: null, ends_at: null }),
         ]),
       ]
