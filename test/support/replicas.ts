@@ -1,19 +1,20 @@
 // Three replicas of the service on one test database for the enclosing suite, as in production: each
 // with its own pool, its own real change feed and (optionally) its own clock. The last one listens
-// through a fault proxy of the test's own, so its feed can be cut while its pool keeps working.
+// through a fault proxy of the test's own, so its feed can be cut while its pool keeps working (or,
+// with poolThroughProxy, its pool with it).
 import { afterAll, beforeAll } from "bun:test";
 import { loadConfig } from "../../src/config";
 import type { ChangeFeed } from "../../src/db/changes";
 import { type DatabaseHandle, openPostgres } from "../../src/db/client";
 import { createLogger } from "../../src/log";
-import { buildApp, listen } from "./app";
+import { buildApp, listen, type TestAppOptions } from "./app";
 import { createTestDatabase, type TestDatabase } from "./database";
 import { type Client, client } from "./http";
 import { type FaultProxy, startFaultProxy } from "./proxy";
 
 export interface Replicas {
   database: TestDatabase;
-  /** In front of the last replica's listening connection. */
+  /** In front of the last replica's listening connection (and its pool, with poolThroughProxy). */
   proxy: FaultProxy;
   clients: Client[];
   feeds: ChangeFeed[];
@@ -36,11 +37,23 @@ export async function metric(replica: Client, name: string): Promise<number> {
   return Number(line?.split(" ")[1]);
 }
 
+export interface ReplicaOptions {
+  /** Each replica's clock runs this far from the real one (default three at 0). */
+  skewsMs?: number[];
+  scheduleMarginMs?: number;
+  /** The last replica's pool goes through the proxy too, so cutting it breaks its claims mid-batch. */
+  poolThroughProxy?: boolean;
+  /** More of the app's options, for every replica (timeoutMs, …). */
+  app?: TestAppOptions;
+  /** What each replica's app gets instead of its feed (a deliberately broken build). */
+  wrapFeed?: (feed: ChangeFeed, replica: number) => ChangeFeed;
+}
+
 /**
  * Starts one replica per entry of `skewsMs` (its clock runs that far from the real one) before the
  * suite, once every feed is live, and stops them all after it. Fields are set inside tests only.
  */
-export function replicasForSuite(options: { skewsMs?: number[]; scheduleMarginMs?: number } = {}): Replicas {
+export function replicasForSuite(options: ReplicaOptions = {}): Replicas {
   const skews = options.skewsMs ?? [0, 0, 0];
   const suite = {} as Replicas;
   let handles: DatabaseHandle[] = [];
@@ -50,15 +63,20 @@ export function replicasForSuite(options: { skewsMs?: number[]; scheduleMarginMs
     suite.proxy = await startFaultProxy(suite.database.url);
     const { url } = suite.database;
     const config = loadConfig({ DATABASE_URL: url, DATABASE_POOL_MAX: "5" });
-    handles = skews.map((_, i) => openPostgres(url, config, i === skews.length - 1 ? suite.proxy.url : url));
+    const last = (i: number) => i === skews.length - 1;
+    const pool = (i: number) => (last(i) && options.poolThroughProxy ? suite.proxy.url : url);
+    handles = skews.map((_, i) => openPostgres(pool(i), config, last(i) ? suite.proxy.url : url));
     const log = createLogger("silent");
     suite.feeds = await Promise.all(
       handles.map((handle, i) =>
         handle.listen({ log, heartbeatMs: 200, wallClock: () => Date.now() + (skews[i] ?? 0) }),
       ),
     );
+    const feed = (i: number) => options.wrapFeed?.(suite.feeds[i] as ChangeFeed, i) ?? suite.feeds[i];
     const servers = handles.map((handle, i) =>
-      listen(buildApp(handle.db, { feed: suite.feeds[i], scheduleMarginMs: options.scheduleMarginMs ?? 1000 }).app),
+      listen(
+        buildApp(handle.db, { ...options.app, feed: feed(i), scheduleMarginMs: options.scheduleMarginMs ?? 1000 }).app,
+      ),
     );
     suite.clients = servers.map((server) => client(server.baseUrl));
     stops = servers.map((server) => server.stop);
@@ -70,6 +88,6 @@ export function replicasForSuite(options: { skewsMs?: number[]; scheduleMarginMs
     await Promise.all(handles.map((handle) => handle.close()));
     await suite.proxy.close();
     await suite.database.drop();
-  });
+  }, 30_000); // each pool gets up to 5 s for its queries: more than a hook's default
   return suite;
 }
