@@ -47,6 +47,8 @@ export interface ReplicaOptions {
   app?: TestAppOptions;
   /** What each replica's app gets instead of its feed (a deliberately broken build). */
   wrapFeed?: (feed: ChangeFeed, replica: number) => ChangeFeed;
+  /** MEMORY_LEASE_MS of every replica (default 200: a release or PATCH waits it out, so kept short here). */
+  leaseMs?: number;
 }
 
 /**
@@ -69,7 +71,7 @@ export function replicasForSuite(options: ReplicaOptions = {}): Replicas {
     const log = createLogger("silent");
     suite.feeds = await Promise.all(
       handles.map((handle, i) =>
-        handle.listen({ log, heartbeatMs: 200, wallClock: () => Date.now() + (skews[i] ?? 0) }),
+        handle.listen({ log, leaseMs: options.leaseMs ?? 200, wallClock: () => Date.now() + (skews[i] ?? 0) }),
       ),
     );
     const feed = (i: number) => options.wrapFeed?.(suite.feeds[i] as ChangeFeed, i) ?? suite.feeds[i];

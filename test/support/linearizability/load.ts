@@ -22,6 +22,12 @@ export interface LoadOptions {
   schedules: boolean;
   /** Cut or stalled now and then: the last replica's database connections. */
   faults?: FaultProxy;
+  /**
+   * Share of the requests that are releases, for every coupon (default per coupon, about a fifth). A
+   * release fences its coupon for the lease: no replica learns it meanwhile, so fewer releases leave
+   * more time for answers from memory.
+   */
+  releases?: number;
   /** The replicas' request deadline: a stall outlasts it, so requests on that replica answer 503. */
   timeoutMs: number;
 }
@@ -46,6 +52,7 @@ export async function runLoad(recorder: Recorder, options: LoadOptions): Promise
         ]
       : []),
   ];
+  if (options.releases !== undefined) for (const c of coupons) c.releases = options.releases;
   const weighted = coupons.flatMap((c) => Array.from({ length: c.weight }, () => c));
   // Each coupon created twice at once, once with a key (replayed after the run).
   const createOf = (c: (typeof coupons)[number]): Request => ({ kind: "create", amount: c.amount, ...c.sale });
@@ -95,14 +102,26 @@ export async function runLoad(recorder: Recorder, options: LoadOptions): Promise
   };
   const faults = async (proxy: FaultProxy) => {
     const r = stream(99);
-    while (running()) {
+    for (let turn = 0; running(); turn++) {
       await Bun.sleep(600 + r.int(700));
       if (!running()) break;
-      // A cut fails what is in flight at once; a stall outlasts the deadline, and what it held goes on after.
-      const cut = r.chance(0.5);
+      // A cut fails what is in flight at once; a stall outlasts the deadline, and what it held goes on
+      // after. The first fault is a stall, so every run has one.
+      const cut = turn > 0 && r.chance(0.5);
       if (cut) proxy.cut();
       else proxy.stall();
-      await Bun.sleep(cut ? 60 + r.int(120) : options.timeoutMs + 100);
+      if (cut) await Bun.sleep(60 + r.int(120));
+      else {
+        // Once the stalled replica's lease has run out (it hears nothing) its claims go to the database
+        // and wait there: one such claim each stall, so every run has claims of unknown effect.
+        await Bun.sleep(options.timeoutMs / 2);
+        const pending = recorder.send(options.replicas - 1, coupons[0]?.name as string, {
+          kind: "claim",
+          user: `u${r.int(USERS)}`,
+        });
+        await Bun.sleep(options.timeoutMs / 2 + 100);
+        void pending;
+      }
       proxy.restore();
     }
   };
