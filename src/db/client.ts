@@ -36,8 +36,11 @@ export type PostgresOptions = Pick<
   "DATABASE_POOL_MAX" | "DATABASE_CONNECT_TIMEOUT_MS" | "DATABASE_STATEMENT_TIMEOUT_MS"
 >;
 
+/** postgres.js options, and the one its .d.ts leaves out. */
+export type ClientOptions = postgres.Options<Record<string, postgres.PostgresType>> & { max_pipeline?: number };
+
 /** postgres.js options for the pool; safe behind a transaction pooler such as PgBouncer. */
-export function postgresOptions(config: PostgresOptions): postgres.Options<Record<string, postgres.PostgresType>> {
+export function postgresOptions(config: PostgresOptions): ClientOptions {
   return {
     max: config.DATABASE_POOL_MAX,
     connect_timeout: config.DATABASE_CONNECT_TIMEOUT_MS / 1000,
@@ -50,6 +53,13 @@ export function postgresOptions(config: PostgresOptions): postgres.Options<Recor
     // as success: acknowledged claims that do not exist. Drizzle's queries are unnamed anyway; this makes
     // the driver's commit, rollback and savepoint unnamed too, in the same single round trip.
     prepare: false,
+    // Nothing pipelined: a statement goes out once the connection has answered the one before. Behind a
+    // transaction pooler a statement sent behind another is lost (the pooler hands the server connection
+    // back at the first one's answer, with the second on it). postgres.js pipelines behind any statement
+    // without parameters otherwise, and that rule every statement would have to keep. It costs nothing
+    // measurable: a parameterised statement never had anything pipelined behind it. Typed by the driver's
+    // source, not its .d.ts; BEGIN needs the patch (patches/postgres@3.4.9.patch).
+    max_pipeline: 0,
     // Applied at connect on a direct connection. A pooler refuses these or drops them
     // (ignore_startup_parameters): set them on the database role there (README, "Behind PgBouncer").
     connection: {
@@ -131,11 +141,11 @@ export function openDatabase(config: Config): Promise<DatabaseHandle> | Database
 /** Answers whether the database responds to a trivial query. */
 export async function ping(db: Database): Promise<boolean> {
   try {
-    // A parameter on purpose: postgres.js pipelines the next query behind a parameterless one, and
-    // PgBouncer, which counts Syncs, returns the server connection to its pool at this answer while that
-    // query's Parse/Describe (no Sync yet) is still on it: it never gets an answer. Nothing is pipelined
-    // behind a query with parameters (sent as Parse/Describe first), so keep every statement outside a
-    // transaction parameterised.
+    // A parameter, as every statement outside a transaction carried while the pool pipelined: postgres.js
+    // pipelines the next query behind a parameterless one, and PgBouncer, which counts Syncs, returns the
+    // server connection to its pool at this answer while that query's Parse/Describe (no Sync yet) is
+    // still on it: it never gets an answer. postgresOptions' `max_pipeline: 0` now keeps every statement
+    // from following another, whatever its parameters.
     await db.execute(sql`select ${1}::int as ok`);
     return true;
   } catch {
