@@ -8,6 +8,7 @@ import { claimQueue, createClaimer } from "./coupons/claims";
 import { startKeyCleanup } from "./coupons/idempotency";
 import { createReadSlots } from "./coupons/read-slots";
 import { openDatabase } from "./db/client";
+import { describeTimeouts } from "./db/timeouts";
 import { checkReadiness } from "./healthcheck";
 import { createLogger } from "./log";
 import { createMetrics } from "./metrics/metrics";
@@ -40,6 +41,12 @@ async function serve(): Promise<void> {
       data_dir: config.DATA_DIR,
       hint: "set DATABASE_URL=postgres://user:pass@host:5432/db to use PostgreSQL and run several replicas",
     });
+  }
+  // How the server-side timeouts reach the pool's statements (read now, before anything else runs).
+  const timeouts = await database.timeouts();
+  if (timeouts) {
+    const line = describeTimeouts(timeouts);
+    log[line.level](line.msg, line.fields);
   }
   await database.migrate();
   log.info("migrations applied", { database: database.kind });

@@ -12,6 +12,7 @@ import { checkAdvisoryLock } from "./lock-check";
 import { runMigrations } from "./migrate";
 import { lockDataDir, pgliteAssets } from "./pglite";
 import * as schema from "./schema";
+import { type BoundedClient, boundedClient, configuredTimeouts, type TimeoutReport } from "./timeouts";
 
 export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
 
@@ -27,6 +28,8 @@ export interface DatabaseHandle {
   checkLock(): Promise<void>;
   /** Starts listening for coupon changes on a connection of its own (db/changes.ts). */
   listen(options: FeedOptions): Promise<ChangeFeed>;
+  /** How the pool enforces the server-side timeouts (db/timeouts.ts); null for PGlite, which has none. */
+  timeouts(): Promise<TimeoutReport | null>;
   /** Closes the connections, waiting at most `timeoutMs` for queries still running (default 5 s). */
   close(timeoutMs?: number): Promise<void>;
 }
@@ -60,16 +63,20 @@ export function postgresOptions(config: PostgresOptions): ClientOptions {
     // measurable: a parameterised statement never had anything pipelined behind it. Typed by the driver's
     // source, not its .d.ts; BEGIN needs the patch (patches/postgres@3.4.9.patch).
     max_pipeline: 0,
-    // Applied at connect on a direct connection. A pooler refuses these or drops them
-    // (ignore_startup_parameters): set them on the database role there (README, "Behind PgBouncer").
-    connection: {
-      application_name: "coupon-service",
-      statement_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS,
-      lock_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS,
-      idle_in_transaction_session_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS * 2,
-    },
+    // The timeouts, applied at connect on a direct connection. A pooler refuses them or drops them
+    // (ignore_startup_parameters): openClient then finds them missing and enforces them another way.
+    connection: { application_name: "coupon-service", ...configuredTimeouts(config.DATABASE_STATEMENT_TIMEOUT_MS) },
     onnotice: () => {},
   };
+}
+
+/**
+ * The one way the service opens a postgres.js client: postgresOptions (with `overrides`), every
+ * statement under the configured timeouts however the server at `url` takes them (db/timeouts.ts).
+ */
+export function openClient(url: string, config: PostgresOptions, overrides: ClientOptions = {}): BoundedClient {
+  const timeouts = configuredTimeouts(config.DATABASE_STATEMENT_TIMEOUT_MS);
+  return boundedClient(postgres(url, { ...postgresOptions(config), ...overrides }), timeouts);
 }
 
 /** Runs `work` over a client of one connection of its own at `url`, closed once it is done. */
@@ -78,7 +85,7 @@ async function withOneConnection<T>(
   config: PostgresOptions,
   work: (db: Database) => Promise<T>,
 ): Promise<T> {
-  const client = postgres(url, { ...postgresOptions(config), max: 1 });
+  const { sql: client } = openClient(url, config, { max: 1 });
   try {
     return await work(drizzlePostgres(client, { schema }) as unknown as Database);
   } finally {
@@ -97,11 +104,12 @@ export function openPostgres(
   listenUrl = url,
   migrationUrl?: string,
 ): DatabaseHandle {
-  const client = postgres(url, postgresOptions(config));
+  const { sql: client, timeouts } = openClient(url, config);
   const db = drizzlePostgres(client, { schema }) as unknown as Database;
   return {
     db,
     kind: "postgres",
+    timeouts,
     // MIGRATION_DATABASE_URL: the primary itself, where the pool goes through a pooler.
     migrate: () => (migrationUrl ? withOneConnection(migrationUrl, config, runMigrations) : runMigrations(db)),
     // The second session: a connection of its own, so a pool of one (or a pooler) cannot queue it
@@ -124,7 +132,8 @@ export async function openPglite(dataDir: string): Promise<DatabaseHandle> {
       unlock();
     };
     const listen = (options: FeedOptions) => listenPglite(client, options);
-    return { db, kind: "pglite", migrate: () => runMigrations(db), checkLock: async () => {}, listen, close };
+    const timeouts = async () => null;
+    return { db, kind: "pglite", migrate: () => runMigrations(db), checkLock: async () => {}, listen, timeouts, close };
   } catch (error) {
     unlock();
     throw error;
