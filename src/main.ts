@@ -17,8 +17,6 @@ import { createTracing } from "./tracing/tracing";
 
 // Past the shutdown deadline, the forced close of connections and of the pool gets this long.
 const EXIT_SLACK_MS = 200;
-// How often expired Idempotency-Keys are deleted.
-const KEY_CLEANUP_INTERVAL_MS = 60_000;
 
 /** Exits 0 when GET /health/ready on the configured port answers 200, else 1 with the reason on stderr. */
 async function healthcheck(): Promise<never> {
@@ -93,7 +91,7 @@ async function serve(): Promise<void> {
     reusePort: false,
   });
   // Every replica sweeps (SKIP LOCKED lets them share the work); expired keys are ignored meanwhile.
-  const stopKeyCleanup = startKeyCleanup(database.db, { intervalMs: KEY_CLEANUP_INTERVAL_MS, log });
+  const stopKeyCleanup = startKeyCleanup(database.db, { intervalMs: config.IDEMPOTENCY_SWEEP_MS, log });
   const server = app.server;
   if (!server) throw new Error("the HTTP server did not start");
   log.info("listening", { host: config.HOST, port: server.port, database: database.kind });
