@@ -1,10 +1,10 @@
 // The server-side bounds every statement of the service runs under: statement_timeout and lock_timeout
 // at DATABASE_STATEMENT_TIMEOUT_MS, idle_in_transaction_session_timeout at twice that. A direct
 // connection takes them as startup parameters. A stock PgBouncer refuses those ("unsupported startup
-// parameter"), and one told to ignore them drops them. So each client reads back what its server
-// applies on its first statement: where that is not the configured bounds, it connects without them if
-// they were refused, and sets them itself at the start of every transaction, running each statement
-// sent outside one in a transaction of its own (a statement's timeout cannot change once it runs).
+// parameter"), and one told to ignore them drops them. So before its first statement each client reads
+// back what its server applies (connecting again without them if they were refused). Where that is not
+// the configured bounds, it sets them itself at the start of every transaction, and runs each statement
+// sent outside one in a transaction of its own: a statement's timeout cannot change once it runs.
 import type postgres from "postgres";
 
 export const TIMEOUT_NAMES = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"] as const;
@@ -37,7 +37,7 @@ export interface TimeoutReport {
 /** A client whose every statement runs under the configured bounds, and what it found on its server. */
 export interface BoundedClient {
   sql: postgres.Sql;
-  /** What the client found, read on its first statement (and read now if none was sent yet). */
+  /** What the client found: read before its first statement, or now if it has sent none yet. */
   timeouts(): Promise<TimeoutReport>;
 }
 
