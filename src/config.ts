@@ -81,6 +81,7 @@ export const ConfigSchema = Type.Object({
     default: "24h",
     description: "how long an Idempotency-Key's answer is kept: a number with ms, s, m, h or d",
   }),
+  IDEMPOTENCY_SWEEP_MS: Int(100, 86_400_000, 60_000, "how often each instance deletes expired Idempotency-Keys"),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: "Bearer token required to create coupons" })),
 });
 

@@ -8,6 +8,7 @@ import { claimQueue, createClaimer } from "./coupons/claims";
 import { startKeyCleanup } from "./coupons/idempotency";
 import { createReadSlots } from "./coupons/read-slots";
 import { openDatabase } from "./db/client";
+import { describeTimeouts } from "./db/timeouts";
 import { checkReadiness } from "./healthcheck";
 import { createLogger } from "./log";
 import { createMetrics } from "./metrics/metrics";
@@ -16,8 +17,6 @@ import { createTracing } from "./tracing/tracing";
 
 // Past the shutdown deadline, the forced close of connections and of the pool gets this long.
 const EXIT_SLACK_MS = 200;
-// How often expired Idempotency-Keys are deleted.
-const KEY_CLEANUP_INTERVAL_MS = 60_000;
 
 /** Exits 0 when GET /health/ready on the configured port answers 200, else 1 with the reason on stderr. */
 async function healthcheck(): Promise<never> {
@@ -40,6 +39,12 @@ async function serve(): Promise<void> {
       data_dir: config.DATA_DIR,
       hint: "set DATABASE_URL=postgres://user:pass@host:5432/db to use PostgreSQL and run several replicas",
     });
+  }
+  // How the server-side timeouts reach the pool's statements (read now, before anything else runs).
+  const timeouts = await database.timeouts();
+  if (timeouts) {
+    const line = describeTimeouts(timeouts);
+    log[line.level](line.msg, line.fields);
   }
   await database.migrate();
   log.info("migrations applied", { database: database.kind });
@@ -86,7 +91,7 @@ async function serve(): Promise<void> {
     reusePort: false,
   });
   // Every replica sweeps (SKIP LOCKED lets them share the work); expired keys are ignored meanwhile.
-  const stopKeyCleanup = startKeyCleanup(database.db, { intervalMs: KEY_CLEANUP_INTERVAL_MS, log });
+  const stopKeyCleanup = startKeyCleanup(database.db, { intervalMs: config.IDEMPOTENCY_SWEEP_MS, log });
   const server = app.server;
   if (!server) throw new Error("the HTTP server did not start");
   log.info("listening", { host: config.HOST, port: server.port, database: database.kind });

@@ -104,6 +104,12 @@ describe("loadConfig", () => {
     },
   );
 
+  it("sweeps expired Idempotency-Keys every IDEMPOTENCY_SWEEP_MS, a minute by default, at most every 100 ms", () => {
+    expect(loadConfig({}).IDEMPOTENCY_SWEEP_MS).toBe(60_000);
+    expect(loadConfig({ IDEMPOTENCY_SWEEP_MS: "1000" }).IDEMPOTENCY_SWEEP_MS).toBe(1000);
+    expect(() => loadConfig({ IDEMPOTENCY_SWEEP_MS: "10" })).toThrow(/IDEMPOTENCY_SWEEP_MS="10"/);
+  });
+
   it("rejects a port out of range and a short admin token", () => {
     expect(() => loadConfig({ PORT: "70000" })).toThrow(/PORT="70000"/);
     expect(() => loadConfig({ ADMIN_TOKEN: "short" })).toThrow(/ADMIN_TOKEN/);

@@ -12,6 +12,7 @@ import { checkAdvisoryLock } from "./lock-check";
 import { runMigrations } from "./migrate";
 import { fileSystemError, lockDataDir, pgliteAssets } from "./pglite";
 import * as schema from "./schema";
+import { type BoundedClient, boundedClient, configuredTimeouts, type TimeoutReport } from "./timeouts";
 
 export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
 
@@ -27,6 +28,8 @@ export interface DatabaseHandle {
   checkLock(): Promise<void>;
   /** Starts listening for coupon changes on a connection of its own (db/changes.ts). */
   listen(options: FeedOptions): Promise<ChangeFeed>;
+  /** How the pool enforces the server-side timeouts (db/timeouts.ts); null for PGlite, which has none. */
+  timeouts(): Promise<TimeoutReport | null>;
   /** Closes the connections, waiting at most `timeoutMs` for queries still running (default 5 s). */
   close(timeoutMs?: number): Promise<void>;
 }
@@ -36,8 +39,11 @@ export type PostgresOptions = Pick<
   "DATABASE_POOL_MAX" | "DATABASE_CONNECT_TIMEOUT_MS" | "DATABASE_STATEMENT_TIMEOUT_MS"
 >;
 
+/** postgres.js options, and the one its .d.ts leaves out. */
+export type ClientOptions = postgres.Options<Record<string, postgres.PostgresType>> & { max_pipeline?: number };
+
 /** postgres.js options for the pool; safe behind a transaction pooler such as PgBouncer. */
-export function postgresOptions(config: PostgresOptions): postgres.Options<Record<string, postgres.PostgresType>> {
+export function postgresOptions(config: PostgresOptions): ClientOptions {
   return {
     max: config.DATABASE_POOL_MAX,
     connect_timeout: config.DATABASE_CONNECT_TIMEOUT_MS / 1000,
@@ -50,16 +56,27 @@ export function postgresOptions(config: PostgresOptions): postgres.Options<Recor
     // as success: acknowledged claims that do not exist. Drizzle's queries are unnamed anyway; this makes
     // the driver's commit, rollback and savepoint unnamed too, in the same single round trip.
     prepare: false,
-    // Applied at connect on a direct connection. A pooler refuses these or drops them
-    // (ignore_startup_parameters): set them on the database role there (README, "Behind PgBouncer").
-    connection: {
-      application_name: "coupon-service",
-      statement_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS,
-      lock_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS,
-      idle_in_transaction_session_timeout: config.DATABASE_STATEMENT_TIMEOUT_MS * 2,
-    },
+    // Nothing pipelined: a statement goes out once the connection has answered the one before. Behind a
+    // transaction pooler a statement sent behind another is lost (the pooler hands the server connection
+    // back at the first one's answer, with the second on it). postgres.js pipelines behind any statement
+    // without parameters otherwise, and that rule every statement would have to keep. It costs nothing
+    // measurable: a parameterised statement never had anything pipelined behind it. Typed by the driver's
+    // source, not its .d.ts; BEGIN needs the patch (patches/postgres@3.4.9.patch).
+    max_pipeline: 0,
+    // The timeouts, applied at connect on a direct connection. A pooler refuses them or drops them
+    // (ignore_startup_parameters): openClient then finds them missing and enforces them another way.
+    connection: { application_name: "coupon-service", ...configuredTimeouts(config.DATABASE_STATEMENT_TIMEOUT_MS) },
     onnotice: () => {},
   };
+}
+
+/**
+ * The one way the service opens a postgres.js client: postgresOptions (with `overrides`), every
+ * statement under the configured timeouts however the server at `url` takes them (db/timeouts.ts).
+ */
+export function openClient(url: string, config: PostgresOptions, overrides: ClientOptions = {}): BoundedClient {
+  const timeouts = configuredTimeouts(config.DATABASE_STATEMENT_TIMEOUT_MS);
+  return boundedClient(postgres(url, { ...postgresOptions(config), ...overrides }), timeouts);
 }
 
 /** Runs `work` over a client of one connection of its own at `url`, closed once it is done. */
@@ -68,7 +85,7 @@ async function withOneConnection<T>(
   config: PostgresOptions,
   work: (db: Database) => Promise<T>,
 ): Promise<T> {
-  const client = postgres(url, { ...postgresOptions(config), max: 1 });
+  const { sql: client } = openClient(url, config, { max: 1 });
   try {
     return await work(drizzlePostgres(client, { schema }) as unknown as Database);
   } finally {
@@ -87,11 +104,12 @@ export function openPostgres(
   listenUrl = url,
   migrationUrl?: string,
 ): DatabaseHandle {
-  const client = postgres(url, postgresOptions(config));
+  const { sql: client, timeouts } = openClient(url, config);
   const db = drizzlePostgres(client, { schema }) as unknown as Database;
   return {
     db,
     kind: "postgres",
+    timeouts,
     // MIGRATION_DATABASE_URL: the primary itself, where the pool goes through a pooler.
     migrate: () => (migrationUrl ? withOneConnection(migrationUrl, config, runMigrations) : runMigrations(db)),
     // The second session: a connection of its own, so a pool of one (or a pooler) cannot queue it
@@ -127,7 +145,8 @@ export async function openPglite(dataDir: string): Promise<DatabaseHandle> {
       unlock();
     };
     const listen = (options: FeedOptions) => listenPglite(client, options);
-    return { db, kind: "pglite", migrate: () => runMigrations(db), checkLock: async () => {}, listen, close };
+    const timeouts = async () => null;
+    return { db, kind: "pglite", migrate: () => runMigrations(db), checkLock: async () => {}, listen, timeouts, close };
   } catch (error) {
     unlock();
     throw fileSystemError(error, dataDir);
@@ -144,11 +163,11 @@ export function openDatabase(config: Config): Promise<DatabaseHandle> | Database
 /** Answers whether the database responds to a trivial query. */
 export async function ping(db: Database): Promise<boolean> {
   try {
-    // A parameter on purpose: postgres.js pipelines the next query behind a parameterless one, and
-    // PgBouncer, which counts Syncs, returns the server connection to its pool at this answer while that
-    // query's Parse/Describe (no Sync yet) is still on it: it never gets an answer. Nothing is pipelined
-    // behind a query with parameters (sent as Parse/Describe first), so keep every statement outside a
-    // transaction parameterised.
+    // A parameter, as every statement outside a transaction carried while the pool pipelined: postgres.js
+    // pipelines the next query behind a parameterless one, and PgBouncer, which counts Syncs, returns the
+    // server connection to its pool at this answer while that query's Parse/Describe (no Sync yet) is
+    // still on it: it never gets an answer. postgresOptions' `max_pipeline: 0` now keeps every statement
+    // from following another, whatever its parameters.
     await db.execute(sql`select ${1}::int as ok`);
     return true;
   } catch {

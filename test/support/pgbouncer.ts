@@ -10,18 +10,25 @@ import { freePort } from "./ports";
 export interface PgBouncer {
   /** A copy of the database URL it was started for, pointing at PgBouncer. */
   url: string;
+  /** Its admin console (`SHOW POOLS`, …): the `pgbouncer` database, as the same user (admin_users). */
+  adminUrl: string;
   stop(): Promise<void>;
 }
 
 export interface PgBouncerOptions {
   /** Server connections per database and user (`default_pool_size`). */
   poolSize?: number;
-  /** Startup parameters PgBouncer drops instead of refusing the client (`ignore_startup_parameters`). */
-  ignoreStartupParameters?: string[];
+  /**
+   * Startup parameters PgBouncer drops instead of refusing the client (`ignore_startup_parameters`);
+   * default STOCK_IGNORED_PARAMETERS.
+   */
+  ignoreStartupParameters?: readonly string[];
 }
 
-// The parameters src/db/client.ts sends at connect that PgBouncer does not track itself.
-const SERVICE_STARTUP_PARAMETERS = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"];
+/** ignore_startup_parameters as PgBouncer is usually deployed: it refuses the service's timeouts. */
+export const STOCK_IGNORED_PARAMETERS = ["extra_float_digits"];
+/** The timeouts src/db/client.ts sends at connect, which PgBouncer does not track itself. */
+export const SERVICE_STARTUP_PARAMETERS = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"];
 
 /** The pgbouncer executable (Debian installs it in /usr/sbin, often not on a user's PATH), or null. */
 export function findPgBouncer(): string | null {
@@ -76,7 +83,8 @@ async function startOnFreePort(databaseUrl: string, options: PgBouncerOptions): 
     "pool_mode = transaction",
     `default_pool_size = ${options.poolSize ?? 3}`,
     "max_client_conn = 1000",
-    `ignore_startup_parameters = ${(options.ignoreStartupParameters ?? SERVICE_STARTUP_PARAMETERS).join(",")}`,
+    `ignore_startup_parameters = ${(options.ignoreStartupParameters ?? STOCK_IGNORED_PARAMETERS).join(",")}`,
+    `admin_users = ${user}`,
     "",
   ].join("\n");
   writeFileSync(join(dir, "pgbouncer.ini"), ini, { mode: 0o644 });
@@ -113,5 +121,7 @@ async function startOnFreePort(databaseUrl: string, options: PgBouncerOptions): 
   const url = new URL(databaseUrl);
   url.hostname = "127.0.0.1";
   url.port = String(port);
-  return { url: url.href, stop };
+  const adminUrl = new URL(url);
+  adminUrl.pathname = "/pgbouncer";
+  return { url: url.href, adminUrl: adminUrl.href, stop };
 }
