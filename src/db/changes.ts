@@ -160,7 +160,6 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
 
   const readClock = (client: postgres.Sql) =>
     state.readClock(async () => {
-      // With a parameter, like every statement outside a transaction (db/client.ts, ping).
       const [row] = await withDeadline(
         client`select ${1}::int as n, extract(epoch from clock_timestamp()) * 1000 as db_ms`,
         timeoutMs,
@@ -201,6 +200,9 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
       let dropped = false;
       const client = postgres(url, {
         ...postgresOptions(config),
+        // No timeouts as startup parameters: its statements carry deadlines of their own, and a pooler
+        // in front of it (a misconfiguration the probe reports by name) must not refuse it first.
+        connection: { application_name: "coupon-service" },
         max: 1,
         idle_timeout: null,
         max_lifetime: null,

@@ -118,7 +118,7 @@ export function openPostgres(
     listen: async (options) => {
       // The lease's probes on a connection of their own (another session than the listening one, as
       // the probe must be): never queued behind the pool's batches, so a busy pool cannot lapse it.
-      const prober = postgres(listenUrl, { ...postgresOptions(config), max: 1 });
+      const { sql: prober } = openClient(listenUrl, config, { max: 1 });
       const feed = listenPostgres(listenUrl, config, {
         probe: (payload) => prober`select pg_notify(${CHANGES_CHANNEL}, ${payload})`,
         ...options,
