@@ -128,17 +128,24 @@ export function openDatabase(config: Config): Promise<DatabaseHandle> | Database
     : openPglite(config.DATA_DIR);
 }
 
-/** Answers whether the database responds to a trivial query. */
-export async function ping(db: Database): Promise<boolean> {
+/** What a trivial query finds: a database that answers and accepts writes, a read-only one (a standby), or none. */
+export type DatabaseCheck = "ok" | "read-only" | "unreachable";
+
+/** Answers whether the database responds to a trivial query, and whether it accepts writes. */
+export async function ping(db: Database): Promise<DatabaseCheck> {
   try {
     // A parameter on purpose: postgres.js pipelines the next query behind a parameterless one, and
     // PgBouncer, which counts Syncs, returns the server connection to its pool at this answer while that
     // query's Parse/Describe (no Sync yet) is still on it: it never gets an answer. Nothing is pipelined
     // behind a query with parameters (sent as Parse/Describe first), so keep every statement outside a
     // transaction parameterised.
-    await db.execute(sql`select ${1}::int as ok`);
-    return true;
+    const result = await db.execute<{ read_only: string }>(
+      sql`select ${1}::int as ok, current_setting('transaction_read_only') as read_only`,
+    );
+    const rows = Array.isArray(result) ? result : (result as unknown as { rows: { read_only: string }[] }).rows;
+    // On a hot standby, or a server made read-only, every transaction is read-only: no claim can commit.
+    return rows[0]?.read_only === "on" ? "read-only" : "ok";
   } catch {
-    return false;
+    return "unreachable";
   }
 }
