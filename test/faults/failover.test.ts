@@ -3,7 +3,8 @@
 // kill -9 of the primary's postmaster, the standby promoted. With synchronous replication every
 // acknowledged claim (every 201) is on the new primary; with asynchronous replication the same check
 // finds acknowledged claims missing, which proves it can fail. After the failover the stock invariant
-// holds, the change feed is live again and answers from memory are right.
+// holds, the change feed is live again and answers from memory are right. While no standby confirms,
+// synchronous replication makes writes wait: claims answer 503 at their deadline and are safe to retry.
 // The WAL is held in the proxy the standby streams through (cluster.ts), not by stopping the standby's
 // WAL receiver: what the primary had already sent would wait in the receiver's socket and arrive after
 // all. Held there, a commit made asynchronously is acknowledged and never reaches the standby, and one
@@ -179,5 +180,45 @@ describe("kill -9 of the primary under a 200-way claim load, then promotion of t
     expect(result.acknowledged.length).toBeGreaterThan(2 * WORKERS);
     expect(result.lost).toEqual([]);
     await expectServiceRight(result);
+  }, 60_000);
+});
+
+describe("synchronous replication while no standby confirms", () => {
+  it("makes writes wait: a claim answers 503 + Retry-After at its deadline, readiness stays 200, the retry is safe", async () => {
+    const resources: (typeof opened)[number] = {};
+    opened.push(resources);
+    const pair = await startReplicatedPair({ synchronous: true, relay: true });
+    resources.pair = pair;
+    const admin = postgres(pair.primary.url(), { max: 1, onnotice: () => {} });
+    await admin.unsafe(`create database ${DATABASE}`);
+    await admin.end();
+    const url = pair.url(DATABASE);
+    const handle = openPostgres(url, loadConfig({ DATABASE_URL: url, DATABASE_CONNECT_TIMEOUT_MS: "1000" }));
+    resources.handle = handle;
+    await handle.migrate();
+    const api = client(buildApp(handle.db, { timeoutMs: REQUEST_TIMEOUT_MS }).app);
+    expect((await api.createCoupon(HOT, 10)).status).toBe(201);
+    expect((await api.claim("before", HOT)).status).toBe(201);
+
+    pair.relay?.stall("to-client"); // the standby hears nothing more, so confirms nothing more
+    const claiming = api.claim("waiting", HOT);
+    const sql = postgres(pair.primary.url(DATABASE), { max: 1, onnotice: () => {} });
+    resources.sql = sql;
+    const waiting = async () =>
+      (await sql`select count(*)::int as n from pg_stat_activity where wait_event = 'SyncRep'`)[0]?.n > 0;
+    await until(waiting, "the claim's commit waiting for the standby", 10_000);
+    const [ready, read] = await Promise.all([api.get("/health/ready"), api.getCoupon(HOT)]);
+    const claim = await claiming;
+    expect({ status: claim.status, code: claim.body.code }).toEqual({ status: 503, code: "SERVICE_UNAVAILABLE" });
+    expect(Number(claim.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(ready.status).toBe(200);
+    expect(read.body.claimed_by).toEqual(["before"]);
+
+    // Once the standby confirms again the waiting commit completes: the retry finds it, or makes it.
+    pair.relay?.restore();
+    const retry = await api.claim("waiting", HOT);
+    expect([201, "ALREADY_CLAIMED"]).toContain(retry.status === 201 ? 201 : retry.body.code);
+    const holders = await sql<{ user_id: string }[]>`select user_id from claims where coupon_name = ${HOT} order by id`;
+    expect(holders.map((row) => row.user_id)).toEqual(["before", "waiting"]);
   }, 60_000);
 });

@@ -11,6 +11,10 @@ import { type FaultProxy, startFaultProxy } from "./proxy";
 
 /** The standby's application_name, the name synchronous_standby_names lists. */
 export const STANDBY_NAME = "standby";
+/** synchronous_standby_names as CloudNativePG writes it for `method: any, number: 1` (quorum commit). */
+const SYNCHRONOUS_NAMES = `ANY 1 (${STANDBY_NAME})`;
+/** pg_stat_replication.sync_state of the standby, synchronous (in a quorum) or not. */
+const syncState = (synchronous: boolean) => (synchronous ? "quorum" : "async");
 
 export interface ClusterNode {
   port: number;
@@ -86,6 +90,17 @@ async function run<T>(url: string, query: (sql: postgres.Sql) => Promise<T>): Pr
   }
 }
 
+/** listen(), again on another port when the free one it found was taken before the server bound it. */
+async function listenRetrying(...args: Parameters<typeof listen>): ReturnType<typeof listen> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await listen(...args);
+    } catch (error) {
+      if (attempt === 3) throw error;
+    }
+  }
+}
+
 /** Polls `check` every 20 ms until it holds; throws naming `what` after `ms`. */
 async function waitFor(check: () => Promise<boolean>, what: string, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
@@ -101,21 +116,25 @@ async function waitFor(check: () => Promise<boolean>, what: string, ms = 20_000)
  * synchronous_standby_names, so every commit waits until the standby has flushed it. Resolves once the
  * standby streams (and is the synchronous one when asked).
  */
-export async function startReplicatedPair(options: { synchronous?: boolean; relay?: boolean } = {}) {
+export async function startReplicatedPair(
+  options: { synchronous?: boolean; relay?: boolean } = {},
+): Promise<ReplicatedPair> {
   const folder = mkdtempSync(join(tmpdir(), `coupon-test-pg-${process.pid}-pair-`));
   const user = serverUser();
   const started: Started[] = [];
   let relay: FaultProxy | undefined;
+  const onExit = () => {
+    for (const { child } of started) child.kill("SIGKILL");
+    rmSync(folder, { recursive: true, force: true });
+  };
+  process.once("exit", onExit);
   const stop = async () => {
+    process.off("exit", onExit);
     await relay?.close();
     for (const { child } of started) child.kill("SIGQUIT"); // immediate shutdown: no checkpoint
     await Promise.all(started.map(({ child }) => child.exited));
     rmSync(folder, { recursive: true, force: true });
   };
-  process.once("exit", () => {
-    for (const { child } of started) child.kill("SIGKILL");
-    rmSync(folder, { recursive: true, force: true });
-  });
   try {
     if (user) chownSync(folder, user.uid, user.gid);
     const bin = copyBinaries(folder);
@@ -129,24 +148,24 @@ export async function startReplicatedPair(options: { synchronous?: boolean; rela
     if (user) chownTree(standbyData, user);
     writeFileSync(join(standbyData, "standby.signal"), "");
 
-    const primary = await listen(bin, primaryFolder, primaryData, user, {
+    const primary = await listenRetrying(bin, primaryFolder, primaryData, user, {
       log_connections: "on",
       // WAL kept for a standby that connects a little later than the primary starts writing.
       wal_keep_size: "256MB",
-      ...(options.synchronous ? { synchronous_standby_names: STANDBY_NAME } : {}),
+      ...(options.synchronous ? { synchronous_standby_names: SYNCHRONOUS_NAMES } : {}),
     });
     started.push({ ...primary, folder: primaryFolder });
     const primaryUrl = `postgres://postgres@127.0.0.1:${primary.port}/postgres`;
     if (options.relay) relay = await startFaultProxy(primaryUrl);
     const source = relay ? new URL(relay.url) : new URL(primaryUrl);
     const conninfo = `host=127.0.0.1 port=${source.port} user=postgres application_name=${STANDBY_NAME}`;
-    const standby = await listen(bin, standbyFolder, standbyData, user, {
+    const standby = await listenRetrying(bin, standbyFolder, standbyData, user, {
       log_connections: "on",
       primary_conninfo: conninfo,
     });
     started.push({ ...standby, folder: standbyFolder });
 
-    const wanted = options.synchronous ? "sync" : "async";
+    const wanted = syncState(options.synchronous ?? false);
     await waitFor(
       () =>
         run(primaryUrl, async (sql) => {
@@ -182,7 +201,7 @@ export async function startReplicatedPair(options: { synchronous?: boolean; rela
         );
       },
       async setSynchronous(on) {
-        const names = on ? STANDBY_NAME : "";
+        const names = on ? SYNCHRONOUS_NAMES : "";
         await run(primaryNode.url(), async (sql) => {
           await sql.unsafe(`alter system set synchronous_standby_names = '${names}'`);
           await sql`select pg_reload_conf()`;
@@ -192,7 +211,7 @@ export async function startReplicatedPair(options: { synchronous?: boolean; rela
             run(primaryNode.url(), async (sql) => {
               const [row] =
                 await sql`select sync_state from pg_stat_replication where application_name = ${STANDBY_NAME}`;
-              return row?.sync_state === (on ? "sync" : "async");
+              return row?.sync_state === syncState(on);
             }),
           `synchronous_standby_names = '${names}'`,
         );
