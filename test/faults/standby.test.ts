@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import postgres from "postgres";
 import { loadConfig } from "../../src/config";
 import { listenPostgres } from "../../src/db/changes";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
+import { type DatabaseHandle, openPostgres, postgresOptions } from "../../src/db/client";
+import { isDatabaseUnavailable } from "../../src/db/errors";
 import { createLogger } from "../../src/log";
 import { buildApp } from "../support/app";
 import { type ReplicatedPair, startReplicatedPair } from "../support/cluster";
@@ -162,6 +163,21 @@ async function keepAsking(api: Client, ms: number): Promise<void> {
 
 describe("the pool while no host is usable", () => {
   beforeAll(() => pair.crashPrimary());
+
+  it("ends while a connection attempt fails: end() resolves and the query is refused", async () => {
+    const through = await proxy(pair.standby.url(DATABASE));
+    through.stall(); // the start-up message is held: the attempt is under way
+    const sql = postgres(through.url, { ...postgresOptions(config(through.url)), max: 1 });
+    const query = sql`select ${1}::int as one`.then(
+      () => "answered",
+      (error) => (isDatabaseUnavailable(error) ? "unavailable" : String(error)),
+    );
+    await until(() => through.connections() > 0, "the connection attempt");
+    const ending = sql.end(); // no timeout: it resolves only when the connection is done
+    through.cut(); // the server closes during start-up, and no other host is left
+    await ending;
+    expect(await query).toBe("unavailable");
+  }, 10_000);
   for (const second of ["a server that closes every connection at once", "a hot standby"]) {
     it(`backs off between attempts: one host closes every connection at once, the other is ${second}`, async () => {
       const first = await proxy(pair.standby.url(DATABASE), true);
