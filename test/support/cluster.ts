@@ -10,7 +10,7 @@ import { asServerUser, copyBinaries, type Ids, initdb, listen, serverUser } from
 import { type FaultProxy, startFaultProxy } from "./proxy";
 
 /** The standby's application_name, the name synchronous_standby_names lists. */
-export const STANDBY_NAME = "standby";
+const STANDBY_NAME = "standby";
 /** synchronous_standby_names as CloudNativePG writes it for `method: any, number: 1` (quorum commit). */
 const SYNCHRONOUS_NAMES = `ANY 1 (${STANDBY_NAME})`;
 /** pg_stat_replication.sync_state of the standby, synchronous (in a quorum) or not. */
@@ -18,12 +18,8 @@ const syncState = (synchronous: boolean) => (synchronous ? "quorum" : "async");
 
 export interface ClusterNode {
   port: number;
-  /** The postmaster's pid: a kill -9 of it leaves its backends running until they notice. */
-  pid: number;
   /** A superuser URL of `database` on this server alone. */
   url(database?: string): string;
-  /** The server's log so far. */
-  log(): string;
   /** Connections the server has received so far (log_connections is on): a client's attempts. */
   connectionsReceived(): number;
 }
@@ -38,7 +34,7 @@ export interface ReplicatedPair {
   relay?: FaultProxy;
   /** `database` on both servers, primary first, for a client that must find the writable one. */
   url(database: string): string;
-  /** kill -9 of the primary's postmaster (again: nothing). */
+  /** kill -9 of the primary's postmaster, whose backends live on until they notice (again: nothing). */
   crashPrimary(): void;
   /** Promotes the standby (pg_ctl promote) and waits until it accepts writes. */
   promote(): Promise<void>;
@@ -54,12 +50,10 @@ interface Started {
   folder: string;
 }
 
-function node({ child, port, folder }: Started): ClusterNode {
+function node({ port, folder }: Started): ClusterNode {
   return {
     port,
-    pid: child.pid,
     url: (database = "postgres") => `postgres://postgres@127.0.0.1:${port}/${database}`,
-    log: () => readFileSync(join(folder, "server.log"), "utf8"),
     connectionsReceived: () =>
       readFileSync(join(folder, "server.log"), "utf8").split("connection received:").length - 1,
   };
@@ -111,7 +105,7 @@ async function waitFor(check: () => Promise<boolean>, what: string, ms = 20_000)
 }
 
 /**
- * Starts a primary and a standby streaming from it (through a proxy of the caller's when `relay`), each
+ * Starts a primary and a standby streaming from it (through a proxy of its own when `relay`), each
  * on a free port of 127.0.0.1, as a non-root user; `synchronous` lists the standby in the primary's
  * synchronous_standby_names, so every commit waits until the standby has flushed it. Resolves once the
  * standby streams (and is the synchronous one when asked).
