@@ -157,9 +157,19 @@ const ClusterSpec = Strict(
     postgresql: Strict({
       ...anyOf(
         "enableAlterSystem extensions ldap pg_hba pg_ident promotionTimeout shared_preload_libraries " +
-          "syncReplicaElectionConstraint synchronous",
+          "syncReplicaElectionConstraint",
       ),
       parameters: Type.Record(Type.String(), Type.String()),
+      synchronous: Strict(
+        {
+          ...anyOf("maxStandbyNamesFromCluster standbyNamesPre standbyNamesPost"),
+          method: Type.Union([Type.Literal("any"), Type.Literal("first")]),
+          number: Type.Integer({ minimum: 1 }),
+          dataDurability: Type.Union([Type.Literal("required"), Type.Literal("preferred")]),
+          failoverQuorum: Type.Boolean(),
+        },
+        ["method", "number"],
+      ),
     }),
     bootstrap: Strict({
       ...anyOf("pg_basebackup recovery"),
@@ -210,13 +220,35 @@ const PoolerSpec = Strict(
   ["cluster", "pgbouncer"],
 );
 
+/** What the operator refuses across a Cluster's fields (CRD rules and internal/webhook/v1/cluster_webhook.go). */
+function clusterRules(spec: any): string[] {
+  const sync = spec?.postgresql?.synchronous;
+  if (!sync || typeof sync !== "object") return [];
+  const at = "spec.postgresql.synchronous";
+  const named = (sync.standbyNamesPre?.length ?? 0) + (sync.standbyNamesPost?.length ?? 0);
+  const problems: string[] = [];
+  if (sync.number >= spec.instances + named)
+    problems.push(`${at}.number: must be less than the instances plus the standby names listed`);
+  if (sync.failoverQuorum && sync.number <= named)
+    problems.push(`${at}.failoverQuorum: needs number above the standby names listed`);
+  if (sync.dataDurability === "preferred" && named > 0)
+    problems.push(`${at}.dataDurability: preferred needs no standbyNamesPre or standbyNamesPost`);
+  if (spec.minSyncReplicas > 0 || spec.maxSyncReplicas > 0)
+    problems.push(`${at}: not together with the legacy minSyncReplicas or maxSyncReplicas`);
+  return problems;
+}
+
 const CustomResource = (spec: TSchema) =>
   Strict({ apiVersion: Type.String(), kind: Type.String(), metadata: Metadata, spec }, ["metadata", "spec"]);
 
 /** Each CloudNativePG kind: its shape, and where it embeds Kubernetes types (validated as those). */
-const CLOUDNATIVE_PG: Record<string, { shape: TSchema; embedded: (spec: any) => [string, Validator, unknown][] }> = {
+const CLOUDNATIVE_PG: Record<
+  string,
+  { shape: TSchema; embedded: (spec: any) => [string, Validator, unknown][]; rules?: (spec: any) => string[] }
+> = {
   "postgresql.cnpg.io/v1/Cluster": {
     shape: CustomResource(ClusterSpec),
+    rules: clusterRules,
     embedded: (spec) =>
       (Array.isArray(spec?.topologySpreadConstraints) ? spec.topologySpreadConstraints : []).map(
         (item: unknown, i: number) => [`spec.topologySpreadConstraints[${i}]`, topologySpread, item],
@@ -242,6 +274,7 @@ export function validateObject(object: KubeObject): string[] {
     );
     for (const [path, validator, value] of custom.embedded(object.spec))
       problems.push(...strictly(validator, value, path));
+    problems.push(...(custom.rules?.(object.spec) ?? []));
   } else problems = [`no schema for ${type}: add its validator to scripts/validate-kubernetes.ts`];
   return problems.map((problem) => `${name}: ${problem}`);
 }

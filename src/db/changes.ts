@@ -198,6 +198,9 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
     let quiet = false;
     for (let attempt = 0; !closed; attempt++) {
       let dropped = false;
+      // Set once this connection is given up on: its close, which comes later, must not wake the
+      // backoff's nap (it did, and the feed retried as fast as a connection fails).
+      let retired = false;
       const client = postgres(url, {
         ...postgresOptions(config),
         // No timeouts as startup parameters: its statements carry deadlines of their own, and a pooler
@@ -213,7 +216,7 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
         onclose: () => {
           dropped = true;
           state.setLive(false); // at once: a change committed from now on would be missed
-          wake();
+          if (!retired) wake();
         },
       } as unknown as postgres.Options<Record<string, postgres.PostgresType>>);
       current = client;
@@ -241,6 +244,7 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
       } finally {
         if (state.live && !closed) log.warn("change feed lost: every claim goes to the database until it is back");
         state.setLive(false);
+        retired = true;
         await client.end({ timeout: 0 }).catch(() => {});
       }
       if (!closed) await nap(Math.min(50 * 2 ** attempt, 1000));

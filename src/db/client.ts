@@ -160,17 +160,21 @@ export function openDatabase(config: Config): Promise<DatabaseHandle> | Database
     : openPglite(config.DATA_DIR);
 }
 
-/** Answers whether the database responds to a trivial query. */
-export async function ping(db: Database): Promise<boolean> {
+/** What a trivial query finds: a database that answers and accepts writes, a read-only one (a standby), or none. */
+export type DatabaseCheck = "ok" | "read-only" | "unreachable";
+
+/** Answers whether the database responds to a trivial query, and whether it accepts writes. */
+export async function ping(db: Database): Promise<DatabaseCheck> {
   try {
-    // A parameter, as every statement outside a transaction carried while the pool pipelined: postgres.js
-    // pipelines the next query behind a parameterless one, and PgBouncer, which counts Syncs, returns the
-    // server connection to its pool at this answer while that query's Parse/Describe (no Sync yet) is
-    // still on it: it never gets an answer. postgresOptions' `max_pipeline: 0` now keeps every statement
-    // from following another, whatever its parameters.
-    await db.execute(sql`select ${1}::int as ok`);
-    return true;
+    // A parameter, as every statement outside a transaction carried while the pool pipelined; postgresOptions'
+    // `max_pipeline: 0` now keeps every statement from following another, whatever its parameters.
+    const result = await db.execute<{ read_only: string }>(
+      sql`select ${1}::int as ok, current_setting('transaction_read_only') as read_only`,
+    );
+    const rows = Array.isArray(result) ? result : (result as unknown as { rows: { read_only: string }[] }).rows;
+    // On a hot standby, or a server made read-only, every transaction is read-only: no claim can commit.
+    return rows[0]?.read_only === "on" ? "read-only" : "ok";
   } catch {
-    return false;
+    return "unreachable";
   }
 }

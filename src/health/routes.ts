@@ -19,7 +19,7 @@ const Status = t.Object(
     checks: t.Optional(
       t.Object(
         {
-          database: t.String({ enum: ["ok", "unreachable"] }),
+          database: t.String({ enum: ["ok", "read-only", "unreachable"] }),
           migrations: t.String({ enum: ["ok", "pending", "unknown"] }),
         },
         { description: "Absent while draining" },
@@ -33,7 +33,10 @@ const Status = t.Object(
 const live = documentedResponses("/health/live", { 200: { description: "The process runs", schema: Status } });
 const ready = documentedResponses("/health/ready", {
   200: { description: "Ready: the database answers and migrations are applied", schema: Status },
-  503: { description: "Not ready: database unreachable or slow, migrations pending, or draining", schema: Status },
+  503: {
+    description: "Not ready: database unreachable, slow or read-only (a standby), migrations pending, or draining",
+    schema: Status,
+  },
 });
 
 /** GET /health/live (process up) and GET /health/ready (database answers, migrations applied, not draining). */
@@ -50,7 +53,7 @@ export function healthRoutes({ db, isDraining, probeTimeoutMs }: HealthDeps) {
           set.status = 503;
           return { status: "draining" };
         }
-        const database = (await answered(ping(db), false)) ? "ok" : "unreachable";
+        const database = await answered(ping(db), "unreachable");
         const migrations =
           database === "ok" ? ((await answered(migrationsApplied(db), false)) ? "ok" : "pending") : "unknown";
         const ready = database === "ok" && migrations === "ok";

@@ -132,6 +132,24 @@ withKubectl("deploy/kubernetes", () => {
       expect(validateObjects(objects)).toEqual(["Pooler/coupons-db-pooler-rw: spec.pgbouncer.poolMod: unknown field"]);
     });
 
+    it("refuses a synchronous stanza the operator would refuse, naming it", () => {
+      const patched = (value: object) =>
+        validateObjects(
+          renderPatched(
+            "production",
+            { kind: "Cluster", name: "coupons-db" },
+            { op: "replace", path: "/spec/postgresql/synchronous", value },
+          ),
+        );
+      expect(patched({ method: "any", number: 3, dataDurabilty: "required" })).toEqual([
+        "Cluster/coupons-db: spec.postgresql.synchronous.dataDurabilty: unknown field",
+        "Cluster/coupons-db: spec.postgresql.synchronous.number: must be less than the instances plus the standby names listed",
+      ]);
+      expect(patched({ method: "all", number: 1 })).toEqual([
+        "Cluster/coupons-db: spec.postgresql.synchronous.method: Expected union value",
+      ]);
+    });
+
     it("refuses unknown fields at any depth, wrong types, and PgBouncer parameters the operator rejects", () => {
       const objects = structuredClone(rendered.production);
       const container = serviceContainer(objects);
@@ -296,6 +314,20 @@ withKubectl("deploy/kubernetes", () => {
       expect(pooler.spec.cluster.name).toBe(cluster.metadata.name);
       expect(cluster.spec.instances).toBe(3);
       expect(cluster.spec.bootstrap.initdb.owner).toBe(APP_USER);
+    });
+
+    it("replicates synchronously: a standby confirms every commit, and only a standby known to have them all is promoted", () => {
+      const cluster = find(rendered.production, "Cluster");
+      expect(cluster.spec.postgresql.synchronous).toEqual({
+        method: "any",
+        number: 1,
+        dataDurability: "required",
+        failoverQuorum: true,
+      });
+      // At least one standby confirms, and one can be down without writes waiting.
+      expect(cluster.spec.instances - 1).toBeGreaterThan(cluster.spec.postgresql.synchronous.number);
+      // Nothing turns it off per transaction.
+      expect(cluster.spec.postgresql.parameters.synchronous_commit).toBeUndefined();
     });
 
     it("pools in transaction mode on the primary, ignoring every startup parameter the service sends", () => {

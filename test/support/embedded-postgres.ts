@@ -20,7 +20,7 @@ import { freePort } from "./ports";
 
 const PREFIX = "coupon-test-pg-";
 
-interface Ids {
+export interface Ids {
   uid: number;
   gid: number;
 }
@@ -41,7 +41,7 @@ function nativeFolder(): string {
  * Copies the binaries into `folder`: the user the server runs as may not reach node_modules (a clone
  * under /root), and the package's postinstall, which Bun blocks, would create the libraries' symlinks.
  */
-function copyBinaries(folder: string): string {
+export function copyBinaries(folder: string): string {
   const native = nativeFolder();
   const copy = join(folder, "pg");
   // verbatimSymlinks: links the postinstall made, where it ran, stay relative (inside the copy).
@@ -57,7 +57,7 @@ function copyBinaries(folder: string): string {
 }
 
 /** PostgreSQL refuses to run as root: under root, the server runs as `nobody`. */
-function serverUser(): Ids | null {
+export function serverUser(): Ids | null {
   if (process.getuid?.() !== 0) return null;
   const entry = readFileSync("/etc/passwd", "utf8")
     .split("\n")
@@ -67,7 +67,7 @@ function serverUser(): Ids | null {
 }
 
 /** `command` as the server user, and killed with this process however it ends (Linux's setpriv). */
-function asServerUser(command: string[], user: Ids | null): string[] {
+export function asServerUser(command: string[], user: Ids | null): string[] {
   const setpriv =
     process.platform === "linux" ? Bun.which("setpriv", { PATH: `${process.env.PATH}:/usr/bin:/bin` }) : null;
   if (!setpriv) {
@@ -80,7 +80,7 @@ function asServerUser(command: string[], user: Ids | null): string[] {
 }
 
 /** Creates a cluster whose superuser `postgres` connects without a password. */
-async function initdb(bin: string, folder: string, user: Ids | null): Promise<string> {
+export async function initdb(bin: string, folder: string, user: Ids | null): Promise<string> {
   const data = join(folder, "data");
   const command = [join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"];
   // --no-sync: the cluster is thrown away with the run, there is nothing to make durable yet.
@@ -94,15 +94,24 @@ async function initdb(bin: string, folder: string, user: Ids | null): Promise<st
   return data;
 }
 
-/** Starts the server on a free port; resolves once it accepts connections, rejects if it exits first. */
-async function listen(bin: string, folder: string, data: string, user: Ids | null) {
+/**
+ * Starts the server on a free port with `settings` added to the command line; resolves once it accepts
+ * connections (a standby: read-only ones), rejects if it exits first.
+ */
+export async function listen(
+  bin: string,
+  folder: string,
+  data: string,
+  user: Ids | null,
+  settings: Record<string, string> = {},
+) {
   const port = await freePort();
   const logPath = join(folder, "server.log");
   const log = openSync(logPath, "w");
   // TCP on loopback only (PgBouncer in test/stress/pooler.test.ts connects that way), no Unix socket,
   // and UTC like the container, whatever the machine's time zone.
-  const settings = { port, listen_addresses: "127.0.0.1", unix_socket_directories: "", timezone: "UTC" };
-  const flags = Object.entries(settings).flatMap(([name, value]) => ["-c", `${name}=${value}`]);
+  const base = { port, listen_addresses: "127.0.0.1", unix_socket_directories: "", timezone: "UTC" };
+  const flags = Object.entries({ ...base, ...settings }).flatMap(([name, value]) => ["-c", `${name}=${value}`]);
   const child = Bun.spawn(asServerUser([join(bin, "postgres"), "-D", data, ...flags], user), {
     cwd: folder,
     stdin: "ignore",
@@ -112,7 +121,7 @@ async function listen(bin: string, folder: string, data: string, user: Ids | nul
   closeSync(log);
   for (let waited = 0; ; waited += 50) {
     const output = readFileSync(logPath, "utf8");
-    if (output.includes("database system is ready to accept connections")) return { child, port };
+    if (/database system is ready to accept (read-only )?connections/.test(output)) return { child, port };
     if (child.exitCode !== null || waited > 30_000) {
       child.kill("SIGKILL");
       await child.exited;

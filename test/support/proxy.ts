@@ -24,6 +24,8 @@ export interface FaultProxy {
   restore(): void;
   /** The bytes held so far on their way to the proxy's clients (dropped with their connection). */
   heldForClients(): Buffer;
+  /** Connections clients opened so far, refused ones included (a client's connection attempts). */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -32,9 +34,11 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
   const target = new URL(targetUrl);
   const links = new Set<Link>();
   let refusing = false;
+  let opened = 0;
   const stalled = { toClient: false, toServer: false };
 
   const server = net.createServer((client) => {
+    opened++;
     if (refusing) {
       client.destroy();
       return;
@@ -92,6 +96,7 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       );
       return Buffer.concat(chunks);
     },
+    connections: () => opened,
     close() {
       refusing = true;
       destroyAll();
