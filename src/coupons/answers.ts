@@ -165,6 +165,8 @@ export function createAnswers(db: Database, options: AnswersOptions): Answers {
       if (!entry?.known || !feed.leased()) return undefined;
       const { known, claimers } = entry;
       if (!claimers) return undefined;
+      // No bound to compare with (a sold-out or paused sale without a schedule): no clock to read.
+      if (known.startsAt === null && known.endsAt === null) return rules(known, claimers.has(userId), 0, 0);
       const now = feed.clock.now();
       const m = margin();
       // Claims may win from validUntil on: near it the database decides; past it the entry is stale.
