@@ -9,6 +9,7 @@ import { createLogger } from "../../src/log";
 import { databaseForSuite } from "../support/database";
 import { testFeed } from "../support/feed";
 import { expectStockInvariant } from "../support/invariant";
+import { holdAdvisoryLock } from "../support/locks";
 
 const database = databaseForSuite();
 
@@ -87,16 +88,13 @@ describe("claimCoupon", () => {
     const lines: Record<string, unknown>[] = [];
     const log = createLogger("warn", (line) => lines.push(JSON.parse(line)));
     const claimer = createClaimer(pool.db, options({ log }));
-    const holder = await database.sql.reserve();
+    // Another transaction holds the coupon's claim lock past the pool's lock_timeout.
+    const lock = await holdAdvisoryLock(database.sql, "timed-out");
     try {
-      // Another transaction holds the coupon's claim lock past the pool's lock_timeout.
-      await holder`begin`;
-      await holder`select pg_advisory_xact_lock(hashtextextended(${"timed-out"}, 0))`;
       const result = await claimer.claimCoupon(claimRequest("timed-out", "u", 5000));
       expect(result.outcome).toBe("unconfirmed");
     } finally {
-      await holder`rollback`;
-      holder.release();
+      await lock.release();
       await pool.close();
     }
     const failed = lines.find((line) => line.msg === "claim batch failed; its claims were answered 503");

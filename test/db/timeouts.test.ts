@@ -2,6 +2,7 @@
 // startup parameters (a direct connection), from the role's settings (a pooler that drops the startup
 // parameters), or set in every transaction (a stock PgBouncer, which refuses them).
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+
 import { sql } from "drizzle-orm";
 import postgres from "postgres";
 import { loadConfig } from "../../src/config";
@@ -10,6 +11,7 @@ import { pgErrorCode } from "../../src/db/errors";
 import { queryRows } from "../../src/db/rows";
 import { describeTimeouts, type TimeoutReport } from "../../src/db/timeouts";
 import { createTestDatabase, type TestDatabase } from "../support/database";
+import { holdAdvisoryLock } from "../support/locks";
 import {
   findPgBouncer,
   type PgBouncer,
@@ -82,20 +84,7 @@ function itCutsEveryBound(db: () => Database) {
   });
 
   it("cuts a statement that waits too long for a lock, and leaves nothing waiting", async () => {
-    let release = () => {};
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let holding = () => {};
-    const held = new Promise<void>((resolve) => {
-      holding = resolve;
-    });
-    const holder = database.sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(${42}::bigint)`;
-      holding();
-      await released;
-    });
-    await held;
+    const lock = await holdAdvisoryLock(database.sql, 42);
     try {
       // lock_timeout, or statement_timeout (as long, and started first): either way the wait ends.
       const cut = await failure(db().execute(sql`select pg_advisory_xact_lock(${42}::bigint)`));
@@ -104,8 +93,7 @@ function itCutsEveryBound(db: () => Database) {
         where datname = current_database() and wait_event_type = 'Lock'`;
       expect(waiting.length).toBe(0);
     } finally {
-      release();
-      await holder;
+      await lock.release();
     }
   });
 

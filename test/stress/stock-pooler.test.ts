@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { expectStockInvariant } from "../support/invariant";
+import { holdAdvisoryLock } from "../support/locks";
 import { findPgBouncer, type PgBouncer, STOCK_IGNORED_PARAMETERS, startPgBouncer } from "../support/pgbouncer";
 import { type Service, startService } from "../support/service";
 
@@ -67,21 +68,8 @@ withPgBouncer("the service behind a stock PgBouncer (ignore_startup_parameters =
 
   it("has a claim that waits for its coupon's lock too long cut by the server: 503, nothing left waiting", async () => {
     expect((await service.api.createCoupon("locked", 5)).status).toBe(201);
-    let release = () => {};
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let holding = () => {};
-    const held = new Promise<void>((resolve) => {
-      holding = resolve;
-    });
     // Another session holds the coupon's claim lock (claim_batch's key) until the claim is answered.
-    const holder = database.sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(hashtextextended(${"locked"}, 0))`;
-      holding();
-      await released;
-    });
-    await held;
+    const lock = await holdAdvisoryLock(database.sql, "locked");
     try {
       const answer = await service.api.claim("waiter", "locked");
       // Answered by the server's lock_timeout, not by the service's 60 s deadline: the statement is gone.
@@ -91,8 +79,7 @@ withPgBouncer("the service behind a stock PgBouncer (ignore_startup_parameters =
         where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock'`;
       expect([...waiting]).toEqual([]);
     } finally {
-      release();
-      await holder;
+      await lock.release();
     }
     const [row] = await database.sql<
       { n: number }[]
