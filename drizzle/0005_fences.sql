@@ -38,6 +38,8 @@ RETURNS TABLE (fenced boolean, active boolean, starts_at double precision, ends_
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
+DECLARE
+  v_now timestamptz;
 BEGIN
   DELETE FROM coupon_fences f WHERE f.token IN (
     SELECT e.token FROM coupon_fences e WHERE e.coupon_name = p_coupon AND e.expires_at <= clock_timestamp()
@@ -48,11 +50,16 @@ BEGIN
       FROM coupons c WHERE c.name = p_coupon;
     RETURN;
   END IF;
+  v_now := clock_timestamp();
+  -- The holders only when no claim can win now (paused, not open yet, ended, sold out): an open coupon
+  -- is not held in memory, and a big one's holders are the costly part of the read.
   RETURN QUERY
   SELECT false, c.active, (extract(epoch FROM c.starts_at) * 1000)::float8, (extract(epoch FROM c.ends_at) * 1000)::float8,
-    c.remaining_amount, (extract(epoch FROM clock_timestamp()) * 1000)::float8,
-    (SELECT coalesce(json_agg(s.user_id), '[]'::json)
-      FROM (SELECT h.user_id FROM claims h WHERE h.coupon_name = c.name LIMIT p_limit + 1) s)
+    c.remaining_amount, (extract(epoch FROM v_now) * 1000)::float8,
+    CASE WHEN NOT c.active OR c.starts_at > v_now OR c.ends_at <= v_now OR c.remaining_amount = 0 THEN
+      (SELECT coalesce(json_agg(s.user_id), '[]'::json)
+        FROM (SELECT h.user_id FROM claims h WHERE h.coupon_name = c.name LIMIT p_limit + 1) s)
+    END
   FROM coupons c WHERE c.name = p_coupon;
 END
 $$;

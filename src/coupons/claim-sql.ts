@@ -168,7 +168,7 @@ export type ClaimSnapshot =
       remaining: number;
       /** The database's clock when it was read. */
       now: number;
-      /** Every holder, or null when there are more than the limit asked. */
+      /** Every holder; null when there are more than the limit asked, or when a claim can win (not read). */
       claimers: string[] | null;
     };
 
@@ -198,7 +198,7 @@ export async function claimSnapshot(
   if (!row) return undefined;
   if (row.fenced) return { fenced: true };
   // The drivers differ: json may come back parsed or as text.
-  const claimers: string[] = typeof row.claimers === "string" ? JSON.parse(row.claimers) : (row.claimers ?? []);
+  const claimers: string[] | null = typeof row.claimers === "string" ? JSON.parse(row.claimers) : row.claimers;
   return {
     fenced: false,
     active: row.active,
@@ -206,6 +206,6 @@ export async function claimSnapshot(
     endsAt: ms(row.ends_at),
     remaining: row.remaining_amount,
     now: Number(row.now),
-    claimers: claimers.length > limit ? null : claimers,
+    claimers: claimers && claimers.length <= limit ? claimers : null,
   };
 }
