@@ -7,8 +7,8 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import fc from "fast-check";
 import postgres from "postgres";
 import { loadConfig } from "../../src/config";
-import { type ClaimDecision, type DecisionRequest, decideClaims } from "../../src/coupons/claim-sql";
-import { createCoupon } from "../../src/coupons/coupons";
+import { type ClaimDecision, claimSnapshot, type DecisionRequest, decideClaims } from "../../src/coupons/claim-sql";
+import { createCoupon, updateCoupon } from "../../src/coupons/coupons";
 import { fingerprint } from "../../src/coupons/idempotency";
 import { type ClaimRejection, claimRejections, type DecidedOutcome } from "../../src/coupons/outcomes";
 import { openPostgres } from "../../src/db/client";
@@ -1210,5 +1210,65 @@ describe("a replay racing the sweep (claim_keyed_batch)", () => {
       await session`rollback`.catch(() => {});
       session.release();
     }
+  });
+});
+
+describe("claimSnapshot (coupon_snapshot)", () => {
+  it("reads the holders only when no claim can win: none for an open coupon, all once it sells out", async () => {
+    await createCoupon(database.handle.db, "snapshot-open", 3);
+    await outcomes("snapshot-open", ["a", "b"]);
+    expect(await claimSnapshot(database.handle.db, "snapshot-open", 1000)).toMatchObject({
+      fenced: false,
+      remaining: 1,
+      claimers: null,
+    });
+    await outcomes("snapshot-open", ["c"]);
+    expect(await claimSnapshot(database.handle.db, "snapshot-open", 1000)).toMatchObject({
+      remaining: 0,
+      claimers: ["a", "b", "c"],
+    });
+  });
+
+  it("says only 'fenced' while a change of the coupon is announced and not yet made, and nothing of a missing one", async () => {
+    await createCoupon(database.handle.db, "snapshot-fenced", 1);
+    await outcomes("snapshot-fenced", ["a"]);
+    const fence = await fenceOf(database.handle.db, "snapshot-fenced");
+    expect(await claimSnapshot(database.handle.db, "snapshot-fenced", 1000)).toEqual({ fenced: true });
+    await decideClaims(database.handle.db, "snapshot-fenced", [{ user: "a", release: true, fence }]);
+    expect(await claimSnapshot(database.handle.db, "snapshot-fenced", 1000)).toMatchObject({
+      fenced: false,
+      remaining: 1,
+    });
+    expect(await claimSnapshot(database.handle.db, "snapshot-missing", 1000)).toBeUndefined();
+  });
+
+  it("breaks a fence past its expiry, and the change it announced is then refused (expired, nothing applied)", async () => {
+    await createCoupon(database.handle.db, "snapshot-expired", 1);
+    await outcomes("snapshot-expired", ["a"]);
+    const fence = "a-fence-given-up-on";
+    await database.sql`select coupon_fence(${"snapshot-expired"}, ${fence}, ${1}::float8)`;
+    await Bun.sleep(20);
+    // The reader learns the state as it is (the writer gave up): the fence no longer stands.
+    expect(await claimSnapshot(database.handle.db, "snapshot-expired", 1000)).toMatchObject({
+      fenced: false,
+      claimers: ["a"],
+    });
+    const late = await decideClaims(database.handle.db, "snapshot-expired", [{ user: "a", release: true, fence }]);
+    expect(late.decisions.map((d) => d.outcome)).toEqual(["expired"]);
+    expect(await stateOf("snapshot-expired")).toEqual({ remaining: 0, holders: ["a"], released: [] });
+  });
+
+  it("refuses a PATCH whose fence expired before it was made: 503, the sale unchanged", async () => {
+    await createCoupon(database.handle.db, "patch-expired", 1);
+    const fence = "a-patch-fence-given-up-on";
+    await database.sql`select coupon_fence(${"patch-expired"}, ${fence}, ${1}::float8)`;
+    await Bun.sleep(20);
+    const refused = await updateCoupon(database.handle.db, "patch-expired", { active: false }, fence).catch((e) => e);
+    expect({ code: refused.code, retryAfter: refused.retryAfter }).toEqual({
+      code: "SERVICE_UNAVAILABLE",
+      retryAfter: 1,
+    });
+    const [row] = await database.sql`select active from coupons where name = 'patch-expired'`;
+    expect(row?.active).toBe(true);
   });
 });
