@@ -59,8 +59,16 @@ export interface ErrorDescription {
 
 type Thrown = { name?: unknown; message?: unknown; code?: unknown; errno?: unknown; stack?: unknown; cause?: unknown };
 
-/** `value` described whatever it is: an Error, a driver's error object, a plain object, a string. */
+/** `value` described with the causes under it (at most five deep), whatever it is. */
 export function describeError(value: unknown, depth = 0): ErrorDescription {
+  const description = describeOne(value);
+  const cause = (value as Thrown | null)?.cause;
+  if (cause !== undefined && cause !== value && depth < 5) description.cause = describeError(cause, depth + 1);
+  return description;
+}
+
+/** `value` alone, whatever it is: an Error, a driver's error object, a plain object, a string. */
+export function describeOne(value: unknown): ErrorDescription {
   if (value === null || typeof value !== "object") return { name: typeof value, message: String(value) };
   const e = value as Thrown;
   const code = typeof e.code === "string" ? e.code : typeof e.errno === "number" ? `errno ${e.errno}` : undefined;
@@ -77,8 +85,13 @@ export function describeError(value: unknown, depth = 0): ErrorDescription {
   if (!message) message = code ?? (safeJson(value) || name);
   const description: ErrorDescription = { name, message, ...(code ? { code } : {}) };
   if (typeof e.stack === "string") description.stack = withoutParams(e.stack);
-  if (e.cause !== undefined && e.cause !== value && depth < 5) description.cause = describeError(e.cause, depth + 1);
   return description;
+}
+
+/** One description on one line: "PostgresError 57014: canceling statement due to statement timeout". */
+export function errorLine(description: ErrorDescription): string {
+  const code = description.code && description.code !== description.message ? ` ${description.code}` : "";
+  return `${description.name}${code}: ${description.message.replace(/\s+/g, " ").trim()}`;
 }
 
 function safeJson(value: object): string {
@@ -93,8 +106,7 @@ function safeJson(value: object): string {
 export function rootCause(description: ErrorDescription): string {
   let root = description;
   while (root.cause) root = root.cause;
-  const code = root.code && root.code !== root.message ? ` ${root.code}` : "";
-  return `${root.name}${code}: ${root.message.replace(/\s+/g, " ").trim()}`;
+  return errorLine(root);
 }
 
 /**

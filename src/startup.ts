@@ -1,6 +1,6 @@
 // What a failed start-up logs: the driver's own words (drizzle wraps them in "Failed query: …"), the
 // chain of causes, and what to do. Never query parameters: drizzle's message carries them.
-import { describeError, withoutParams } from "./log";
+import { describeOne, errorLine, withoutParams } from "./log";
 
 export { withoutParams };
 
@@ -86,12 +86,10 @@ export function describeStartupFailure(error: unknown): StartupFailure {
   const chain = causeChain(error);
   // Each link as the log describes any thrown value: an object without a message (a file system's
   // ErrnoError) by its code, never "[object Object]".
-  const described = chain.map((e) => describeError(e, 5));
+  const described = chain.map(describeOne);
   const code = chain.findLast((e) => typeof e.code === "string")?.code;
   const hint = hintFor(chain);
-  const causes = described.map(
-    (e) => `${e.name}${e.code && e.code !== e.message ? ` ${e.code}` : ""}: ${clip(oneLine(e.message))}`,
-  );
+  const causes = described.map((e) => errorLine({ ...e, message: clip(oneLine(e.message)) }));
   const fields: Record<string, unknown> = { ...(code ? { code } : {}), ...(hint ? { hint } : {}), causes };
   // An unrecognised failure keeps its stack (without parameters): it is a bug to look into.
   if (!hint && chain[0]?.stack) fields.stack = withoutParams(chain[0].stack);

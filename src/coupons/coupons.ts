@@ -6,7 +6,7 @@ import { CHECK_VIOLATION, pgErrorCode } from "../db/errors";
 import { coupons } from "../db/schema";
 import { AppError } from "../errors";
 import { lockCoupon } from "./claim-sql";
-import { lowerFence } from "./fence";
+import { lowerFence, tooLateForFence } from "./fence";
 import { type IdempotencyKey, keepDecision, takeKey } from "./idempotency";
 import type { CouponCreated, CouponPage, CouponSummary } from "./model";
 import { couponSummary, type SaleChange } from "./schedule";
@@ -98,11 +98,7 @@ export async function updateCoupon(
     return await db.transaction(async (transaction) => {
       const tx = transaction as unknown as Database;
       await lockCoupon(tx, name);
-      if (!(await lowerFence(tx, fence))) {
-        throw new AppError("SERVICE_UNAVAILABLE", "The change waited too long for its turn; nothing was changed.", {
-          retryAfter: 1,
-        });
-      }
+      if (!(await lowerFence(tx, fence))) throw tooLateForFence();
       const [row] = await tx.update(coupons).set(change).where(eq(coupons.name, name)).returning(summaryColumns);
       if (!row) throw new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(name)}.`);
       await tx.execute(announceChange(name));

@@ -10,6 +10,7 @@
 import { sql } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { queryRows } from "../db/rows";
+import { AppError } from "../errors";
 
 // A fence outlives its writer's deadline by this much, so a change sent just before the deadline
 // still finds it; one whose writer gave up is broken by the next reader after that.
@@ -34,6 +35,12 @@ export async function raiseFence(db: Database, couponName: string, deadline: num
   );
   return row?.fenced ? token : undefined;
 }
+
+/** A change not made because its fence could not stand until it was (the deadline came first, or it expired). */
+export const tooLateForFence = () =>
+  new AppError("SERVICE_UNAVAILABLE", "The change waited too long for its turn; nothing was changed.", {
+    retryAfter: 1,
+  });
 
 /** Takes down a fence whose change will not be made (its writer gave up before making it). */
 export async function dropFence(db: Database, token: string): Promise<void> {

@@ -11,7 +11,7 @@ import type { RequestTrace } from "../tracing/tracing";
 import { type Claimer, type ClaimRequest, type ClaimResult, claimRequest, releaseRequest } from "./claims";
 import { createCoupon, listCoupons, updateCoupon } from "./coupons";
 import { claimDocs, createDocs, idempotencyKeyDoc, listDocs, readDocs, releaseDocs, updateDocs } from "./docs";
-import { dropFence } from "./fence";
+import { dropFence, tooLateForFence } from "./fence";
 import { createKeyTurns, IDEMPOTENCY_HEADER, type IdempotencyKey, keyOf } from "./idempotency";
 import {
   ClaimBody,
@@ -99,7 +99,6 @@ function markReplayed(set: ResponseSet, replayed: boolean | undefined): void {
 }
 
 const inUse: ClaimResult = Object.freeze({ outcome: "idempotency_key_in_use" });
-const LATER = { retryAfter: 1 };
 // Sent, with no answer by its deadline: its transaction may still be running.
 const isUnconfirmed = (result: ClaimResult) => result.outcome === "unconfirmed";
 
@@ -190,7 +189,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         const fence = await withDeadline(claimer.fence(params.name, deadline), requestTimeoutMs);
         if (fence === undefined)
           throw new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(params.name)}.`);
-        if (fence === "late") throw new AppError("SERVICE_UNAVAILABLE", "The change could not be made in time.", LATER);
+        if (fence === "late") throw tooLateForFence();
         try {
           return await withDeadline(updateCoupon(db, params.name, change, fence), deadline - performance.now());
         } catch (error) {

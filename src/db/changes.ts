@@ -183,7 +183,7 @@ export function listenPostgres(url: string, config: PostgresOptions, options: Fe
       await withDeadline(Promise.all([send, heard]), timeoutMs);
     } catch (error) {
       throw new Error(
-        "a notification sent from the pool did not reach the listening connection (behind a transaction pooler, set LISTEN_DATABASE_URL to the server itself)",
+        "a notification sent from another session did not reach the listening connection (behind a transaction pooler, set LISTEN_DATABASE_URL to the server itself)",
         { cause: error },
       );
     }

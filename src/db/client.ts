@@ -11,6 +11,7 @@ import { CHANGES_CHANNEL, type ChangeFeed, type FeedOptions, listenPglite, liste
 import { checkAdvisoryLock } from "./lock-check";
 import { runMigrations } from "./migrate";
 import { fileSystemError, lockDataDir, pgliteAssets } from "./pglite";
+import { queryRows } from "./rows";
 import * as schema from "./schema";
 import { type BoundedClient, boundedClient, configuredTimeouts, type TimeoutReport } from "./timeouts";
 
@@ -168,10 +169,10 @@ export async function ping(db: Database): Promise<DatabaseCheck> {
   try {
     // A parameter, as every statement outside a transaction carried while the pool pipelined; postgresOptions'
     // `max_pipeline: 0` now keeps every statement from following another, whatever its parameters.
-    const result = await db.execute<{ read_only: string }>(
+    const rows = await queryRows<{ read_only: string }>(
+      db,
       sql`select ${1}::int as ok, current_setting('transaction_read_only') as read_only`,
     );
-    const rows = Array.isArray(result) ? result : (result as unknown as { rows: { read_only: string }[] }).rows;
     // On a hot standby, or a server made read-only, every transaction is read-only: no claim can commit.
     return rows[0]?.read_only === "on" ? "read-only" : "ok";
   } catch {

@@ -53,9 +53,9 @@ export async function runMigrations(db: Database): Promise<void> {
 export async function migrationsApplied(db: Database): Promise<boolean> {
   const latest = embeddedJournal.entries.at(-1);
   if (!latest) return true;
-  const rows = await db.execute<{ applied: boolean }>(
+  const [row] = await queryRows<{ applied: boolean }>(
+    db,
     sql`select exists(select 1 from drizzle.__drizzle_migrations where created_at >= ${latest.when}) as applied`,
   );
-  const list = Array.isArray(rows) ? rows : (rows as unknown as { rows: { applied: boolean }[] }).rows;
-  return list[0]?.applied === true;
+  return row?.applied === true;
 }
