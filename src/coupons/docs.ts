@@ -149,7 +149,7 @@ export const updateDocs: DocumentDecoration = {
   summary: "Schedule, pause or resume a sale",
   description: [
     "Changes `starts_at`, `ends_at` (null clears either) and `active` (false pauses, true resumes). `amount` cannot change. Behind ADMIN_TOKEN like creating.",
-    "The change is made under the coupon's claim lock and announced to every replica in the same transaction: once this answers, the database decides every claim by the new rules, and replicas that answered the coupon from memory forget it within the propagation time the README states.",
+    "Every replica is told before the change is made, and it answers about MEMORY_LEASE_MS (0.5 s) later: once it answers, the database decides every claim by the new rules and no replica answers the old ones from memory. The change is made under the coupon's claim lock.",
   ].join("\n\n"),
   security: [{}, { adminToken: [] }],
   responses: documentedResponses("/api/coupons/BLACK_FRIDAY", {
@@ -224,7 +224,7 @@ export const releaseDocs: DocumentDecoration = {
   summary: "Release a user's claim back to stock",
   description: [
     "Deletes the claim, gives its unit back to stock (whatever the sale's state) and lets the user claim again; a new claim goes to the end of `claimed_by`. The release is kept in the `claim_releases` table. Behind ADMIN_TOKEN like creating.",
-    "Decided in the coupon's queue and under its lock like the claims that arrived around it, in arrival order; announced to every replica in the same transaction, so none keeps answering SOLD_OUT from memory past the propagation time the README states.",
+    "Decided in the coupon's queue and under its lock like the claims that arrived around it, in arrival order. Every replica is told before the release is made, and it answers about MEMORY_LEASE_MS (0.5 s) later: once it answers, no replica answers SOLD_OUT from memory.",
     "With an `Idempotency-Key`, a retry gets the first answer again (the same `released_at` and `remaining_amount`) instead of CLAIM_NOT_FOUND.",
   ].join("\n\n"),
   security: [{}, { adminToken: [] }],
