@@ -132,7 +132,7 @@ describe("prometheus-rules.yml", () => {
     ]);
   });
 
-  it("gives every alert a for:, a severity of critical or warning, a summary and a runbook in README Troubleshooting", () => {
+  it("gives every alert a for:, a severity of critical or warning, a summary and a runbook in docs/operations.md, Troubleshooting", () => {
     for (const rule of rules) {
       expect({ alert: rule.alert, for: rule.for }).toEqual({
         alert: rule.alert,
@@ -140,7 +140,7 @@ describe("prometheus-rules.yml", () => {
       });
       expect(["critical", "warning"]).toContain(rule.labels?.severity as string);
       expect(rule.annotations?.summary?.length).toBeGreaterThan(0);
-      expect(rule.annotations?.description).toContain("Runbook: README.md, Troubleshooting");
+      expect(rule.annotations?.description).toContain("Runbook: docs/operations.md, Troubleshooting");
     }
   });
 

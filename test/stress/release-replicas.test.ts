@@ -7,7 +7,7 @@ import { type ApiResponse, type Client, countStatus } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
 import { metric, replicasForSuite, until } from "../support/replicas";
 
-/** The bound this suite holds replicas to for a change to reach them (README, "Answers from memory"). */
+/** The bound this suite holds replicas to for a change to reach them (docs/operations.md, "Answers from memory"). */
 const PROPAGATION_BOUND_MS = 1000;
 
 const cluster = replicasForSuite();

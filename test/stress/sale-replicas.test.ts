@@ -8,7 +8,7 @@ import { metric, replicasForSuite, until } from "../support/replicas";
 
 const SKEWS_MS = [-3000, 0, 3000];
 const MARGIN_MS = 1000;
-/** The bound this suite holds replicas to for a change to reach them (README states the measured figure). */
+/** The bound this suite holds replicas to for a change to reach them (docs/operations.md states the measured figure). */
 const PROPAGATION_BOUND_MS = 1000;
 
 const cluster = replicasForSuite({ skewsMs: SKEWS_MS, scheduleMarginMs: MARGIN_MS });

@@ -1,6 +1,6 @@
 // The service's sequential rules for one coupon, as the checker applies them: the state a coupon is in,
 // and for each request in that state at an instant (the database's clock) the answer it must get and
-// the state after. The same rules as README's API section, claim_batch and claim_request_batch
+// the state after. The same rules as docs/api.md, claim_batch and claim_request_batch
 // (drizzle/0002, 0004) and coupons.ts, in the database's order.
 import { type ClaimRejection, claimRejections } from "../../../src/coupons/outcomes";
 import { type ErrorCode, errorStatus } from "../../../src/errors";
