@@ -6,7 +6,7 @@ import { sql } from "drizzle-orm";
 import { decideClaims } from "../../src/coupons/claim-sql";
 import { createCoupon } from "../../src/coupons/coupons";
 import { type ClaimerPages, type CouponRead, readCoupon } from "../../src/coupons/read";
-import { createReadSlots } from "../../src/coupons/read-slots";
+import { createReadSlots, type ReadSlots } from "../../src/coupons/read-slots";
 import { type Database, openPglite } from "../../src/db/client";
 import { queryRows } from "../../src/db/rows";
 import { AppError } from "../../src/errors";
@@ -55,6 +55,16 @@ async function allClaimers(read: CouponRead): Promise<string[]> {
   for await (const page of read.claimed_by) all.push(...page);
   return all;
 }
+
+/** Whether a slot is free now ("free", handed back at once) or the code a reader is refused with. */
+const slotNow = (slots: ReadSlots) =>
+  slots.acquire(performance.now() + 1).then(
+    (release) => {
+      release();
+      return "free";
+    },
+    (error: AppError) => error.code,
+  );
 
 /** The answer's bytes as a client receives them. */
 async function bytesOf(answer: unknown): Promise<Buffer> {
@@ -234,9 +244,10 @@ describe("paged reads at once", () => {
     const slots = createReadSlots(1);
     const read = await readCoupon(db, "big", soon(), { pageSize: 100, slots });
     const iterator = (read.claimed_by as ClaimerPages)[Symbol.asyncIterator]();
-    await iterator.next();
+    expect((await iterator.next()).value).toEqual(userIds(300).slice(0, 100));
+    expect(await slotNow(slots)).toBe("SERVICE_UNAVAILABLE"); // the read holds the only slot
     await iterator.return?.();
-    (await slots.acquire(performance.now() + 50))();
+    expect(await slotNow(slots)).toBe("free");
   });
 
   it("ends a read whose client stops pulling at its deadline, freeing its slot", async () => {

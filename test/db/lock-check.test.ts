@@ -1,6 +1,7 @@
 // The start-up self-test of the claim lock: it passes on PostgreSQL, and refuses an engine whose
 // advisory lock functions are stubs that report success (as CockroachDB's did, cockroach#13546),
-// simulated by such stubs in a schema ahead of pg_catalog on the database's search_path.
+// simulated by such stubs in a schema ahead of pg_catalog on the database's search_path. Spies placed
+// the same way, which call PostgreSQL's own functions, show what the self-test asked of the database.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { loadConfig } from "../../src/config";
 import { openPostgres } from "../../src/db/client";
@@ -10,31 +11,63 @@ import { runToExit, startService } from "../support/service";
 
 let real: TestDatabase;
 let stubbed: TestDatabase;
+let spied: TestDatabase;
 
 beforeAll(async () => {
-  [real, stubbed] = await Promise.all([createTestDatabase(), createTestDatabase()]);
+  [real, stubbed, spied] = await Promise.all([createTestDatabase(), createTestDatabase(), createTestDatabase()]);
   await stubbed.sql.unsafe(`
     create schema stub;
     create function stub.pg_advisory_xact_lock(bigint) returns void language sql as 'select';
     create function stub.pg_try_advisory_xact_lock(bigint) returns boolean language sql as 'select true';
   `);
-  const name = new URL(stubbed.url).pathname.slice(1);
-  await stubbed.sql.unsafe(`alter database ${name} set search_path = stub, pg_catalog, public`);
+  // Each call to the lock functions is recorded with the session that made it and what it got.
+  await spied.sql.unsafe(`
+    create schema spy;
+    create table spy.calls (id serial primary key, fn text not null, session int not null, taken boolean);
+    create function spy.pg_advisory_xact_lock(key bigint) returns void language plpgsql as $$
+      begin
+        perform pg_catalog.pg_advisory_xact_lock(key);
+        insert into spy.calls (fn, session) values ('lock', pg_backend_pid());
+      end $$;
+    create function spy.pg_try_advisory_xact_lock(key bigint) returns boolean language plpgsql as $$
+      declare taken boolean := pg_catalog.pg_try_advisory_xact_lock(key);
+      begin
+        insert into spy.calls (fn, session, taken) values ('try', pg_backend_pid(), taken);
+        return taken;
+      end $$;
+  `);
+  for (const [database, schema] of [
+    [stubbed, "stub"],
+    [spied, "spy"],
+  ] as const) {
+    const name = new URL(database.url).pathname.slice(1);
+    await database.sql.unsafe(`alter database ${name} set search_path = ${schema}, pg_catalog, public`);
+  }
 });
 afterAll(async () => {
-  await Promise.all([real.drop(), stubbed.drop()]);
+  await Promise.all([real.drop(), stubbed.drop(), spied.drop()]);
 });
 
 const handleOn = (url: string) => openPostgres(url, loadConfig({ DATABASE_URL: url, DATABASE_POOL_MAX: "1" }));
 
 describe("the advisory lock self-test", () => {
   it("passes on PostgreSQL, even with a pool of one connection", async () => {
-    const handle = handleOn(real.url);
+    const handle = handleOn(spied.url);
     try {
       await handle.checkLock();
     } finally {
       await handle.close();
     }
+    // It passed because it proved the lock: a second session's try failed while it was held, and took it once free.
+    const calls = await spied.sql<{ fn: string; session: number; taken: boolean | null }[]>`
+      select fn, session, taken from spy.calls order by id`;
+    expect(calls.map(({ fn, taken }) => [fn, taken])).toEqual([
+      ["lock", null],
+      ["try", false],
+      ["try", true],
+    ]);
+    const [holder, prober] = calls.map((call) => call.session);
+    expect(prober).not.toBe(holder);
   });
 
   it("never refuses PostgreSQL while other replicas run the same self-test at the same moment", async () => {

@@ -18,6 +18,23 @@ lockDataDir(${JSON.stringify(dir)}); console.log("locked"); setInterval(() => {}
   return child;
 }
 
+/** What another `bun` process meets when it tries to lock `dir`: "locked", or the message it was refused with. */
+async function lockFromAnotherProcess(dir: string): Promise<string> {
+  const script = `import { lockDataDir } from ${JSON.stringify(lockModule)};
+try { lockDataDir(${JSON.stringify(dir)})(); console.log("locked"); } catch (error) { console.log(error.message); }`;
+  const child = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
+  const [said] = await Promise.all([child.stdout.text(), child.exited]);
+  return said.trim();
+}
+
+/** Checks that this process holds `dir`: its PID is in the lock file, and another process is refused. */
+async function expectHeldByThisProcess(dir: string) {
+  expect(readFileSync(join(dir, "coupon-service.lock"), "utf8")).toBe(`${process.pid}\n`);
+  expect(await lockFromAnotherProcess(dir)).toStartWith(
+    `DATA_DIR ${dir} is locked by another running process (its lock file says PID ${process.pid})`,
+  );
+}
+
 describe("lockDataDir", () => {
   const folders: string[] = [];
   let dir: string;
@@ -29,17 +46,21 @@ describe("lockDataDir", () => {
     for (const folder of folders) rmSync(folder, { recursive: true, force: true });
   });
 
-  it("starts on a folder whose lock file is empty (left by a start on a full disk)", () => {
+  it("starts on a folder whose lock file is empty (left by a start on a full disk)", async () => {
     writeFileSync(join(dir, "coupon-service.lock"), "");
-    lockDataDir(dir)();
-  });
+    const release = lockDataDir(dir);
+    await expectHeldByThisProcess(dir);
+    release();
+  }, 20_000);
 
-  it("starts on a folder whose lock file names a live process that holds no lock (PID 1, a reused PID)", () => {
-    writeFileSync(join(dir, "coupon-service.lock"), "1");
-    lockDataDir(dir)();
-    writeFileSync(join(dir, "coupon-service.lock"), String(process.ppid));
-    lockDataDir(dir)();
-  });
+  it("starts on a folder whose lock file names a live process that holds no lock (PID 1, a reused PID)", async () => {
+    for (const stalePid of [1, process.ppid]) {
+      writeFileSync(join(dir, "coupon-service.lock"), String(stalePid));
+      const release = lockDataDir(dir);
+      await expectHeldByThisProcess(dir);
+      release();
+    }
+  }, 20_000);
 
   it("refuses a second lock from this same process until the first is released", () => {
     const release = lockDataDir(dir);
