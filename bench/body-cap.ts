@@ -3,7 +3,7 @@
 // per request (the request objects are built before the clock starts).
 //   bun bench/body-cap.ts        Env: BENCH_DATABASE_URL or TEST_DATABASE_URL (admin)
 import { loadConfig } from "../src/config";
-import { openPostgres } from "../src/db/client";
+import { openPostgres } from "../src/store/client";
 import { buildApp } from "../test/support/app";
 import { createBenchDatabase } from "./service";
 

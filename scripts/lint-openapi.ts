@@ -5,10 +5,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../src/app";
-import type { Claimer } from "../src/coupons/claims";
-import type { Database } from "../src/db/client";
+import { loadConfig } from "../src/config";
+import type { Claimer } from "../src/domain/claim";
 import { createLogger } from "../src/log";
 import { createMetrics } from "../src/metrics/metrics";
+import type { Database } from "../src/store/database";
+import { createReadSlots } from "../src/store/read-slots";
 
 // Serving the document touches neither the database nor the claimer.
 const app = createApp({
@@ -16,6 +18,9 @@ const app = createApp({
   claimer: {} as Claimer,
   log: createLogger("silent"),
   metrics: createMetrics(),
+  config: loadConfig({}),
+  idempotencyTtlMs: 0,
+  readSlots: createReadSlots(1),
 });
 const response = await app.handle(new Request("http://localhost/docs/json"));
 if (response.status !== 200) throw new Error(`GET /docs/json answered ${response.status}`);

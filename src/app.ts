@@ -1,19 +1,19 @@
 // Builds the HTTP application: request ids and logs, error mapping, docs, metrics and routes.
 // It never listens and never reads the environment; main.ts does that.
 import { Elysia } from "elysia";
-import type { Claimer } from "./coupons/claims";
-import { createReadSlots, type ReadSlots } from "./coupons/read-slots";
-import { couponRoutes } from "./coupons/routes";
-import type { Database } from "./db/client";
-import { isDatabaseUnavailable } from "./db/errors";
-import { AppError, errorResponse } from "./errors";
-import { healthRoutes } from "./health/routes";
+import type { Config } from "./config";
+import type { Claimer } from "./domain/claim";
+import { fail, failures } from "./domain/errors";
 import { createBodyBudget, readJsonBody } from "./http/body";
+import { couponRoutes } from "./http/coupons";
 import { docs } from "./http/docs";
-import { toAppError } from "./http/problems";
+import { healthRoutes } from "./http/health";
+import { errorResponse, mapError } from "./http/problems";
 import { checkPercentEncoding, isOriginlessFallback, requestPath, withOrigin } from "./http/request";
-import { errorFields, type Logger, type RequestLogMode, requestLogLevel } from "./log";
+import { errorFields, type Logger, requestLogLevel } from "./log";
 import type { Metrics } from "./metrics/metrics";
+import type { Database } from "./store/database";
+import type { ReadSlots } from "./store/read-slots";
 import { noTracing, type RequestTrace, type Tracing } from "./tracing/tracing";
 
 export interface AppDeps {
@@ -21,22 +21,22 @@ export interface AppDeps {
   log: Logger;
   metrics: Metrics;
   claimer: Claimer;
-  adminToken?: string;
+  /**
+   * The settings the HTTP side reads, by their names: ADMIN_TOKEN, REQUEST_TIMEOUT_MS,
+   * BODY_BYTES_IN_FLIGHT_MAX, COUPON_READ_PAGE_SIZE, LOG_REQUESTS (loadConfig gives their defaults).
+   */
+  config: Pick<
+    Config,
+    "ADMIN_TOKEN" | "REQUEST_TIMEOUT_MS" | "BODY_BYTES_IN_FLIGHT_MAX" | "COUPON_READ_PAGE_SIZE" | "LOG_REQUESTS"
+  >;
+  /** IDEMPOTENCY_TTL in milliseconds. */
+  idempotencyTtlMs: number;
+  /** The bound on big coupon reads streamed at once (COUPON_READ_STREAMS_MAX), shared with main.ts. */
+  readSlots: ReadSlots;
   isDraining?: () => boolean;
   /** True once the server stops accepting (shutdown, after SHUTDOWN_DELAY_MS): answers close their connection. */
   isClosing?: () => boolean;
-  /** Deadline for requests that wait on the database (default 10 s). */
-  requestTimeoutMs?: number;
-  /** IDEMPOTENCY_TTL: how long an Idempotency-Key's answer is kept (default 24 h). */
-  idempotencyTtlMs?: number;
-  /** Bytes of request bodies being read at once, whole process (default 64 MiB). */
-  bodyBytesInFlightMax?: number;
-  /** Bound on big coupon reads streamed at once (default 4), and their page size (default 1,000). */
-  readSlots?: ReadSlots;
-  readPageSize?: number;
-  /** LOG_REQUESTS: which requests leave a line (default all; probes and docs assets only at debug). */
-  logRequests?: RequestLogMode;
-  /** OpenTelemetry traces (tracing/tracing.ts); off by default. */
+  /** OpenTelemetry traces (tracing/tracing.ts); off without one. */
   tracing?: Tracing;
 }
 
@@ -51,35 +51,17 @@ interface RequestState {
   trace?: RequestTrace;
 }
 
-const DAY_MS = 24 * 60 * 60 * 1000;
-
 // An incoming X-Request-Id is honoured only if it is short and printable, so it is safe to log and echo.
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
 
-/** The problem for anything thrown while handling a request; never throws itself. */
-function mapError(log: Logger, code: string | number, error: unknown, context: Record<string, unknown>): AppError {
-  try {
-    const mapped = toAppError(code, error);
-    if (mapped) return mapped;
-    if (isDatabaseUnavailable(error)) {
-      log.warn("database unavailable", { ...context, ...errorFields(error) });
-      return new AppError("SERVICE_UNAVAILABLE", "The database is unavailable; retry shortly.", { retryAfter: 1 });
-    }
-    log.error("unhandled error", { ...context, ...errorFields(error) });
-  } catch (mappingFailure) {
-    log.error("error mapping failed", { ...context, ...errorFields(mappingFailure) });
-  }
-  return new AppError("INTERNAL_ERROR", "An unexpected error occurred. It has been logged.");
-}
-
 /** Creates the application; `app.handle(request)` serves a request, `app.listen()` is the caller's. */
 export function createApp(deps: AppDeps) {
-  const { log, metrics } = deps;
-  const requestTimeoutMs = deps.requestTimeoutMs ?? 10_000;
+  const { log, metrics, config } = deps;
+  const requestTimeoutMs = config.REQUEST_TIMEOUT_MS;
   const isDraining = deps.isDraining ?? (() => false);
   const isClosing = deps.isClosing ?? (() => false);
-  const logRequests = deps.logRequests ?? "all";
-  const bodyBudget = createBodyBudget(deps.bodyBytesInFlightMax ?? 64 * 1024 * 1024);
+  const logRequests = config.LOG_REQUESTS;
+  const bodyBudget = createBodyBudget(config.BODY_BYTES_IN_FLIGHT_MAX);
   const requests = new WeakMap<Request, RequestState>();
   const tracing = deps.tracing ?? noTracing;
   const serveWithOrigin = (request: Request): Promise<Response> => app.handle(withOrigin(request));
@@ -102,7 +84,7 @@ export function createApp(deps: AppDeps) {
       // page, an HTML document with the stack and source lines.
       error(error) {
         log.error("unhandled error outside the app", errorFields(error));
-        return errorResponse(new AppError("INTERNAL_ERROR", "An unexpected error occurred. It has been logged."));
+        return errorResponse(fail(failures.internal));
       },
     },
   })
@@ -130,8 +112,9 @@ export function createApp(deps: AppDeps) {
         path,
         ...(state?.trace ? { trace_id: state.trace.traceId } : {}),
       });
-      if (state) state.errorStatus = appError.status;
-      return errorResponse(appError, path, state?.id);
+      const response = errorResponse(appError, path, state?.id);
+      if (state) state.errorStatus = response.status;
+      return response;
     })
     .onAfterResponse(({ request, route, set }) => {
       const state = requests.get(request);
@@ -165,16 +148,16 @@ export function createApp(deps: AppDeps) {
         claimer: deps.claimer,
         metrics,
         log,
-        adminToken: deps.adminToken,
+        adminToken: config.ADMIN_TOKEN,
         requestTimeoutMs,
-        idempotencyTtlMs: deps.idempotencyTtlMs ?? DAY_MS,
+        idempotencyTtlMs: deps.idempotencyTtlMs,
         // Sampled requests only: an unsampled one costs its queue and batch no span at all.
         traceOf: (request) => {
           const trace = requests.get(request)?.trace;
           return trace?.span.isRecording() ? trace : undefined;
         },
-        readSlots: deps.readSlots ?? createReadSlots(4),
-        readPageSize: deps.readPageSize ?? 1_000,
+        readSlots: deps.readSlots,
+        readPageSize: config.COUPON_READ_PAGE_SIZE,
       }),
     )
     .use(

@@ -4,16 +4,16 @@
 import { createApp } from "./app";
 import { parseArgs, usage, VERSION } from "./cli";
 import { ConfigSchema, durationMs, loadConfig } from "./config";
-import { claimQueue, createClaimer } from "./coupons/claims";
-import { startKeyCleanup } from "./coupons/idempotency";
-import { createReadSlots } from "./coupons/read-slots";
-import { openDatabase } from "./db/client";
-import { describeTimeouts } from "./db/timeouts";
+import { createClaimer } from "./engine/claimer";
 import { checkReadiness } from "./healthcheck";
 import { createLogger } from "./log";
 import { createMetrics } from "./metrics/metrics";
 import { describeStartupFailure } from "./startup";
-import { createTracing } from "./tracing/tracing";
+import { openDatabase } from "./store/client";
+import { startKeyCleanup } from "./store/keys";
+import { createReadSlots } from "./store/read-slots";
+import { describeTimeouts } from "./store/timeouts";
+import { createTracing, serviceName } from "./tracing/tracing";
 
 // Past the shutdown deadline, the forced close of connections and of the pool gets this long.
 const EXIT_SLACK_MS = 200;
@@ -30,8 +30,7 @@ async function serve(): Promise<void> {
   const log = createLogger(config.LOG_LEVEL);
   // Before the database: a bad OTEL_* setting fails the start like a bad variable of the service's own.
   const tracing = await createTracing(process.env);
-  if (tracing.enabled)
-    log.info("tracing on: OTLP/HTTP", { service_name: process.env.OTEL_SERVICE_NAME || "coupon-service" });
+  if (tracing.enabled) log.info("tracing on: OTLP/HTTP", { service_name: serviceName(process.env) });
 
   const database = await openDatabase(config);
   if (database.kind === "pglite") {
@@ -71,17 +70,13 @@ async function serve(): Promise<void> {
   const app = createApp({
     db: database.db,
     log,
-    metrics: createMetrics({ claims: claimer.stats, queue: claimQueue(claimer, config.PENDING_MAX), feed }),
+    metrics: createMetrics({ claims: claimer.stats, queue: claimer, feed }),
     claimer,
-    adminToken: config.ADMIN_TOKEN,
+    config,
     isDraining: () => draining,
     isClosing: () => closing,
-    requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
     idempotencyTtlMs: durationMs(config.IDEMPOTENCY_TTL),
-    bodyBytesInFlightMax: config.BODY_BYTES_IN_FLIGHT_MAX,
     readSlots: createReadSlots(config.COUPON_READ_STREAMS_MAX),
-    readPageSize: config.COUPON_READ_PAGE_SIZE,
-    logRequests: config.LOG_REQUESTS,
     tracing,
   }).listen({
     hostname: config.HOST,

@@ -1,11 +1,8 @@
 // LOG_REQUESTS through the real app: which requests leave a request line, and at which level.
 import { describe, expect, it } from "bun:test";
-import { createApp } from "../src/app";
-import { createClaimer } from "../src/coupons/claims";
 import { createLogger, type RequestLogMode } from "../src/log";
-import { createMetrics } from "../src/metrics/metrics";
+import { buildApp } from "./support/app";
 import { databaseForSuite } from "./support/database";
-import { testFeed } from "./support/feed";
 
 const database = databaseForSuite();
 
@@ -13,19 +10,7 @@ const database = databaseForSuite();
 async function requestLines(mode: RequestLogMode | undefined, level: "debug" | "info", paths: string[]) {
   const lines: Record<string, unknown>[] = [];
   const log = createLogger(level, (line) => lines.push(JSON.parse(line)));
-  const claimer = createClaimer(database.handle.db, {
-    batchMax: 256,
-    queueMax: 10_000,
-    pendingMax: 50_000,
-    timeoutMs: 10_000,
-    soldOutCacheMax: 100_000,
-    soldOutCacheBytes: 1 << 20,
-    refusalDelayMs: 0,
-    scheduleMarginMs: 1000,
-    feed: testFeed(),
-    log,
-  });
-  const app = createApp({ db: database.handle.db, log, metrics: createMetrics(), claimer, logRequests: mode });
+  const { app } = buildApp(database.handle.db, { log, logRequests: mode });
   for (const path of paths) await (await app.handle(new Request(`http://localhost${path}`))).text();
   await Bun.sleep(50); // the line is written after the answer
   return lines.filter((line) => line.msg === "request").map(({ level, path, status }) => ({ level, path, status }));

@@ -7,8 +7,8 @@ import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import postgres from "postgres";
 import { loadConfig } from "../src/config";
-import { openPostgres } from "../src/db/client";
 import { describeStartupFailure, withoutParams } from "../src/startup";
+import { openPostgres } from "../src/store/client";
 import { createTestDatabase, type TestDatabase } from "./support/database";
 import { runToExit } from "./support/service";
 

@@ -2,7 +2,7 @@
 // only, within a process-wide budget of bytes being read (503), malformed JSON is a validation failure,
 // and so is any JSON that is not an object (every body here is one; checked here because Elysia would
 // silently turn an array or null into {} before validating).
-import { AppError } from "../errors";
+import { AppError, fail } from "../domain/errors";
 
 // The largest valid body: two names of at most 128 UTF-16 code units, each written at worst as `\uXXXX`
 // (6 bytes) = 1,536 bytes, plus keys, quotes, braces and a 10-digit amount (< 60 bytes): under 1.6 KiB.
@@ -43,19 +43,26 @@ const unlimited = createBodyBudget(Number.POSITIVE_INFINITY);
 // Non-fatal decoding would turn invalid bytes into U+FFFD, so two different bodies could store one name.
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-const tooLarge = () => new AppError("PAYLOAD_TOO_LARGE", `The request body exceeds ${MAX_BODY_BYTES} bytes.`);
-// 503, not 413: the body is acceptable, the process is momentarily full; nothing was applied, so a
-// retry is safe, as with every other overload refusal.
-const busy = () =>
-  new AppError("SERVICE_UNAVAILABLE", "Too many request bodies are being received at once; retry shortly.", {
-    retryAfter: 1,
-  });
+/** The refusals of a body, each message written once (the API documentation shows them as they are). */
+export const bodyFailures = {
+  tooLarge: { code: "PAYLOAD_TOO_LARGE", detail: `The request body exceeds ${MAX_BODY_BYTES} bytes.` },
+  notJson: { code: "UNSUPPORTED_MEDIA_TYPE", detail: "Send the body as JSON with Content-Type: application/json." },
+  malformedJson: { code: "VALIDATION_FAILED", detail: "body: the request body is not valid JSON." },
+  // 503, not 413: the body is acceptable, the process is momentarily full; nothing was applied, so a
+  // retry is safe, as with every other overload refusal.
+  bodiesInFlight: {
+    code: "SERVICE_UNAVAILABLE",
+    detail: "Too many request bodies are being received at once; retry shortly.",
+  },
+} as const;
+const tooLarge = () => fail(bodyFailures.tooLarge);
+const busy = () => fail(bodyFailures.bodiesInFlight);
 
 /** Parses a request body as JSON under the rules above. */
 export async function readJsonBody(request: Request, budget: BodyBudget = unlimited): Promise<unknown> {
   const type = request.headers.get("content-type")?.split(";")[0]?.trim().toLowerCase();
   if (type !== "application/json") {
-    throw new AppError("UNSUPPORTED_MEDIA_TYPE", "Send the body as JSON with Content-Type: application/json.");
+    throw fail(bodyFailures.notJson);
   }
   const bytes = await readBytes(request, budget);
   let text: string;
@@ -68,7 +75,7 @@ export async function readJsonBody(request: Request, budget: BodyBudget = unlimi
   try {
     body = JSON.parse(text);
   } catch {
-    throw new AppError("VALIDATION_FAILED", "body: the request body is not valid JSON.");
+    throw fail(bodyFailures.malformedJson);
   }
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     throw new AppError("VALIDATION_FAILED", "body: expected a JSON object.");

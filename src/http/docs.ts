@@ -5,8 +5,8 @@ import { openapi } from "@elysiajs/openapi";
 import { Elysia } from "elysia";
 import cssPath from "../../node_modules/swagger-ui-dist/swagger-ui.css" with { type: "file" };
 import bundlePath from "../../node_modules/swagger-ui-dist/swagger-ui-bundle.js" with { type: "file" };
-import { AppError } from "../errors";
-import { documentedComponents } from "./problems";
+import { AppError } from "../domain/errors";
+import { documentedComponents } from "./openapi";
 
 const ASSETS = "/docs/assets";
 

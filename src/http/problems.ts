@@ -1,130 +1,115 @@
-// Maps every failure Elysia or the domain raises onto the error vocabulary, so a client only ever
-// sees an RFC 9457 problem: never Elysia's 422 body, never a plain-text 500, never driver text.
-import { Type } from "@sinclair/typebox";
-import { type TSchema, t } from "elysia";
-import { AppError, type ErrorCode, errorStatus, toProblem } from "../errors";
-import { MAX_BODY_BYTES } from "./body";
+// The one HTTP edge of errors: the only place that turns an error code into a status, headers and an
+// application/problem+json Response (RFC 9457). Whatever is thrown while handling a request, or
+// whatever a claim or create is refused with, is answered from here: never Elysia's 422 body, never a
+// plain-text 500, never driver text.
+import { AppError, type ErrorCode, fail, failures } from "../domain/errors";
+import { detailOf, type Rejection, rejections } from "../domain/outcomes";
+import { errorFields, type Logger } from "../log";
+import { isDatabaseUnavailable } from "../store/errors";
+import { bodyFailures } from "./body";
+
+export const errorStatus: Readonly<Record<ErrorCode, number>> = {
+  VALIDATION_FAILED: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  COUPON_NOT_FOUND: 404,
+  CLAIM_NOT_FOUND: 404,
+  COUPON_EXISTS: 409,
+  ALREADY_CLAIMED: 409,
+  SOLD_OUT: 409,
+  SALE_PAUSED: 409,
+  SALE_NOT_STARTED: 409,
+  SALE_ENDED: 409,
+  IDEMPOTENCY_KEY_IN_USE: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  IDEMPOTENCY_KEY_REUSED: 422,
+  INTERNAL_ERROR: 500,
+  SERVICE_UNAVAILABLE: 503,
+};
+
+const titles: Record<ErrorCode, string> = {
+  VALIDATION_FAILED: "Request validation failed",
+  UNAUTHORIZED: "Authentication required",
+  FORBIDDEN: "Not allowed",
+  NOT_FOUND: "Not found",
+  COUPON_NOT_FOUND: "Coupon not found",
+  CLAIM_NOT_FOUND: "Claim not found",
+  COUPON_EXISTS: "Coupon already exists",
+  ALREADY_CLAIMED: "Coupon already claimed by this user",
+  SOLD_OUT: "Coupon sold out",
+  SALE_PAUSED: "Sale paused",
+  SALE_NOT_STARTED: "Sale not started",
+  SALE_ENDED: "Sale ended",
+  IDEMPOTENCY_KEY_IN_USE: "Idempotency key in use",
+  IDEMPOTENCY_KEY_REUSED: "Idempotency key reused",
+  PAYLOAD_TOO_LARGE: "Request body too large",
+  UNSUPPORTED_MEDIA_TYPE: "Unsupported media type",
+  INTERNAL_ERROR: "Internal server error",
+  SERVICE_UNAVAILABLE: "Service temporarily unavailable",
+};
+
+/** RFC 9457 problem details body, as every error response carries it. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ErrorCode;
+  instance?: string;
+  request_id?: string;
+}
+
+export function toProblem(code: ErrorCode, detail: string, instance?: string, requestId?: string): Problem {
+  return {
+    type: `https://coupon-service.dev/problems/${code.toLowerCase().replaceAll("_", "-")}`,
+    title: titles[code],
+    status: errorStatus[code],
+    detail,
+    code,
+    ...(instance ? { instance } : {}),
+    ...(requestId ? { request_id: requestId } : {}),
+  };
+}
+
+/** Says an answer is the one stored under the request's Idempotency-Key, given again (value "true"). */
+export const REPLAYED_HEADER = "idempotent-replayed";
+
+export interface ProblemContext {
+  instance?: string;
+  requestId?: string;
+  retryAfter?: number;
+  /** The answer stored under the request's Idempotency-Key, given again: Idempotent-Replayed: true. */
+  replayed?: boolean;
+}
+
+/**
+ * Renders a problem as an `application/problem+json` response: for thrown AppErrors (errorResponse)
+ * and for a claim's expected rejections, which are returned, not thrown (no Error, no stack).
+ */
+export function problemResponse(code: ErrorCode, detail: string, context: ProblemContext = {}): Response {
+  const headers: Record<string, string> = { "content-type": "application/problem+json" };
+  if (context.retryAfter !== undefined) headers["retry-after"] = String(context.retryAfter);
+  if (code === "UNAUTHORIZED") headers["www-authenticate"] = 'Bearer realm="coupon-service"'; // RFC 9110
+  if (context.requestId) headers["x-request-id"] = context.requestId;
+  if (context.replayed) headers[REPLAYED_HEADER] = "true";
+  return new Response(JSON.stringify(toProblem(code, detail, context.instance, context.requestId)), {
+    status: errorStatus[code],
+    headers,
+  });
+}
+
+/** Renders a thrown AppError as its problem response. */
+export function errorResponse(error: AppError, instance?: string, requestId?: string): Response {
+  return problemResponse(error.code, error.message, { instance, requestId, retryAfter: error.retryAfter });
+}
 
 /**
  * Where a field's schema keeps its own validation message (see describeValidation): a symbol key, so
  * it never reaches the OpenAPI document, whose schemas may only hold OpenAPI/JSON Schema keywords.
  */
 export const validationMessage = Symbol("validation message");
-
-/** The problem body as a schema, for the OpenAPI document (documented, not checked per answer). */
-export const ProblemSchema = t.Object(
-  {
-    type: t.String({ format: "uri", description: "URI identifying the problem type" }),
-    title: t.String({ description: "Short summary of the problem type" }),
-    status: Type.Integer({ minimum: 400, maximum: 599, description: "The HTTP status" }),
-    detail: t.String({ description: "What went wrong with this request" }),
-    code: t.String({ enum: Object.keys(errorStatus), description: "Stable code to branch on" }),
-    instance: t.Optional(t.String({ description: "The request's path" })),
-    request_id: t.Optional(t.String({ description: "Also in X-Request-Id and in the request's log line" })),
-  },
-  { description: "RFC 9457 problem details (application/problem+json)" },
-);
-
-const header = (description: string, schema: Record<string, unknown>) => ({ description, schema });
-const headers = {
-  "X-Request-Id": header(
-    "The request's id: the caller's own X-Request-Id when printable and at most 128 characters, else a generated UUID",
-    { type: "string" },
-  ),
-  "Retry-After": header("Seconds to wait before retrying; nothing was applied, or a retry is safe", {
-    type: "integer",
-    minimum: 0,
-  }),
-  Location: header("The created coupon's URL", { type: "string", format: "uri-reference" }),
-  "Idempotent-Replayed": header(
-    "true when this is the answer stored under the request's Idempotency-Key, given again (not executed again)",
-    { type: "string", enum: ["true"] },
-  ),
-  "WWW-Authenticate": header("The bearer challenge (RFC 9110)", { type: "string" }),
-};
-export type DocumentedHeader = keyof typeof headers;
-
-/** The reusable parts of the OpenAPI document that documentedResponses refers to with $ref. */
-export const documentedComponents = { schemas: { Problem: ProblemSchema }, headers };
-
-/** One documented problem answer: its code and the detail the service sends. */
-export interface ProblemExample {
-  code: ErrorCode;
-  detail: string;
-}
-
-/** One documented answer: a success body (application/json) or problems (application/problem+json). */
-export interface DocumentedResponse {
-  description: string;
-  schema?: TSchema;
-  /** Examples by name; each becomes a full problem body as the service sends it. */
-  problems?: Record<string, ProblemExample>;
-  headers?: DocumentedHeader[];
-}
-
-/** Problems several routes answer, as documented examples (test/http/openapi.test.ts provokes them). */
-export const commonProblems = {
-  malformedJson: { code: "VALIDATION_FAILED", detail: "body: the request body is not valid JSON." },
-  tooLarge: { code: "PAYLOAD_TOO_LARGE", detail: `The request body exceeds ${MAX_BODY_BYTES} bytes.` },
-  notJson: { code: "UNSUPPORTED_MEDIA_TYPE", detail: "Send the body as JSON with Content-Type: application/json." },
-  internal: { code: "INTERNAL_ERROR", detail: "An unexpected error occurred. It has been logged." },
-  databaseUnavailable: { code: "SERVICE_UNAVAILABLE", detail: "The database is unavailable; retry shortly." },
-  databaseSlow: { code: "SERVICE_UNAVAILABLE", detail: "The database did not answer in time." },
-  bodiesInFlight: {
-    code: "SERVICE_UNAVAILABLE",
-    detail: "Too many request bodies are being received at once; retry shortly.",
-  },
-} as const satisfies Record<string, ProblemExample>;
-
-interface ResponseObject {
-  description: string;
-  headers: Record<string, { $ref: string }>;
-  content: Record<
-    string,
-    { schema?: TSchema | { $ref: string }; examples?: Record<string, { summary: string; value: unknown }> }
-  >;
-}
-
-// Shown in every problem example; any UUID would do.
-const EXAMPLE_REQUEST_ID = "5f0c3a9e-8b1d-4c2e-9a7f-3e6d2b1c0a94";
-
-/**
- * The OpenAPI `responses` of a route at `instance` (an example path). Documented rather than
- * declared as Elysia `response` schemas, which Elysia would check on every answer (the largest cost
- * of answering a sold-out flood) for bodies that this code builds itself. Every answer declares
- * X-Request-Id; every 503 problem Retry-After, every 401 WWW-Authenticate.
- */
-export function documentedResponses(instance: string, responses: Record<number, DocumentedResponse>) {
-  const documented: Record<string, ResponseObject> = {};
-  for (const [status, response] of Object.entries(responses)) {
-    const names: DocumentedHeader[] = ["X-Request-Id", ...(response.headers ?? [])];
-    if (response.problems && status === "503") names.push("Retry-After");
-    if (response.problems && status === "401") names.push("WWW-Authenticate");
-    const content: ResponseObject["content"] = response.problems
-      ? {
-          "application/problem+json": {
-            schema: { $ref: "#/components/schemas/Problem" },
-            examples: problemExamples(instance, response.problems),
-          },
-        }
-      : { "application/json": { schema: response.schema } };
-    documented[status] = {
-      description: response.description,
-      headers: Object.fromEntries(names.map((name) => [name, { $ref: `#/components/headers/${name}` }])),
-      content,
-    };
-  }
-  return documented;
-}
-
-function problemExamples(instance: string, problems: Record<string, ProblemExample>) {
-  return Object.fromEntries(
-    Object.entries(problems).map(([name, { code, detail }]) => [
-      name,
-      { summary: `${code}: ${detail}`, value: toProblem(code, detail, instance, EXAMPLE_REQUEST_ID) },
-    ]),
-  );
-}
 
 interface ValidationIssue {
   path: string;
@@ -144,10 +129,7 @@ export function describeValidation(where: string, issues: ValidationIssue[]): st
   return [...seen].map(([field, message]) => `${field}: ${message}`).join("; ") || `${where}: invalid`;
 }
 
-/**
- * The AppError for anything thrown while handling a request; undefined for an unexpected failure,
- * which the caller logs and answers with a generic 500.
- */
+/** The AppError for anything Elysia raises or the code throws; undefined for an unexpected failure. */
 export function toAppError(code: string | number, error: unknown): AppError | undefined {
   if (error instanceof AppError) return error;
   switch (code) {
@@ -163,10 +145,66 @@ export function toAppError(code: string | number, error: unknown): AppError | un
     case "PARSE":
       // Elysia wraps whatever the body parser threw (415, 413, malformed JSON) in a ParseError.
       if ((error as Error).cause instanceof AppError) return (error as Error).cause as AppError;
-      return new AppError("VALIDATION_FAILED", "body: the request body is not valid JSON.");
+      return fail(bodyFailures.malformedJson);
     case "NOT_FOUND":
       return new AppError("NOT_FOUND", "No such route.");
     default:
       return undefined;
   }
+}
+
+/**
+ * The AppError for anything thrown while handling a request (Elysia's `code` says what kind); a
+ * database that cannot serve is a 503, anything unexpected a logged 500. Never throws itself.
+ */
+export function mapError(
+  log: Logger,
+  code: string | number,
+  error: unknown,
+  context: Record<string, unknown>,
+): AppError {
+  try {
+    const mapped = toAppError(code, error);
+    if (mapped) return mapped;
+    if (isDatabaseUnavailable(error)) {
+      log.warn("database unavailable", { ...context, ...errorFields(error) });
+      return fail(failures.databaseUnavailable);
+    }
+    log.error("unhandled error", { ...context, ...errorFields(error) });
+  } catch (mappingFailure) {
+    log.error("error mapping failed", { ...context, ...errorFields(mappingFailure) });
+  }
+  return fail(failures.internal);
+}
+
+/** What a route's answer may carry: Elysia's `set`, where the status goes too so the request log sees it. */
+export type ResponseSet = { status?: number | string; headers: Record<string, string | number | undefined> };
+
+/**
+ * A claim's, release's or create's refusal (domain/outcomes.ts) on `coupon` as its problem response:
+ * returned rather than thrown (no Error, no stack on a sold-out flood). Retry-After only on an answer
+ * a later retry can change (the table's `retry`): those are never stored under a key, so a replay
+ * never lacks it; `retryAfter` is the result's own (sale_not_started).
+ */
+export function refusal(
+  result: { outcome: string; replayed?: true; retryAfter?: number },
+  coupon: string,
+  set: ResponseSet,
+  path: string,
+): Response {
+  const rejection = (rejections as Partial<Record<string, Rejection>>)[result.outcome];
+  // A success rendered as a refusal is a bug of the route: a logged 500, not a wrong answer.
+  if (!rejection) throw new Error(`${result.outcome} is not a refusal`);
+  set.status = errorStatus[rejection.code];
+  return problemResponse(rejection.code, detailOf(rejection, coupon), {
+    instance: path,
+    requestId: set.headers["x-request-id"] as string | undefined,
+    retryAfter: rejection.retry ? (result.retryAfter ?? rejection.retryAfter) : undefined,
+    replayed: result.replayed,
+  });
+}
+
+/** Marks a success given again from its Idempotency-Key (a problem carries the header by problemResponse). */
+export function markReplayed(set: ResponseSet, replayed: boolean | undefined): void {
+  if (replayed) set.headers[REPLAYED_HEADER] = "true";
 }

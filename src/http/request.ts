@@ -2,7 +2,7 @@
 // and throws on what Bun lets through. Bun gives "http://host/path?query", or only "/path?query" when
 // the Host header is missing, empty or unusable (HTTP/1.0 health checks, `Host: a b`), and then leaves
 // the path exactly as sent (no dot-segment or percent normalisation).
-import { AppError } from "../errors";
+import { AppError } from "../domain/errors";
 
 /** The path of a request URL as Bun builds it, without query or fragment. */
 export function requestPath(url: string): string {

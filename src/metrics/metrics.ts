@@ -1,7 +1,7 @@
 // Prometheus metrics for one app instance (own registry, so several apps can live in one process).
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { ClaimStats } from "../coupons/claims";
-import { type ClaimOutcome, claimOutcomes } from "../coupons/outcomes";
+import type { ClaimStats } from "../domain/claim";
+import { type ClaimOutcome, claimOutcomes } from "../domain/outcomes";
 
 export interface Metrics {
   registry: Registry;

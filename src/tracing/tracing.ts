@@ -15,16 +15,18 @@ import {
   trace,
 } from "@opentelemetry/api";
 import { invalidSetting } from "../config";
+import type { ClaimTracing, Trace } from "../domain/claim";
 
-/** A request's server span, and the context its children start in. */
-export interface RequestTrace {
+/** A request's server span, and the context its children start in: the claim's Trace (domain/claim.ts). */
+export interface RequestTrace extends Trace {
   span: Span;
   context: Context;
   traceId: string;
   method: string;
 }
 
-export interface Tracing {
+/** Traces of requests, and (as the claimer's ClaimTracing) of their queue waits and batches. */
+export interface Tracing extends ClaimTracing {
   readonly enabled: boolean;
   /** The server span of an HTTP request, child of its W3C `traceparent` when it has one. */
   startRequest(method: string, path: string, headers: Headers): RequestTrace | undefined;
@@ -60,6 +62,9 @@ export function tracingRequested(env: Env): boolean {
   if (env.OTEL_SDK_DISABLED === "true" || env.OTEL_TRACES_EXPORTER === "none") return false;
   return Boolean(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT);
 }
+
+/** OTEL_SERVICE_NAME, or the service's own name. */
+export const serviceName = (env: Env) => env.OTEL_SERVICE_NAME || "coupon-service";
 
 /** The SQL the batch call sends, by function: the db.query.text of its span (never its parameters). */
 const BATCH_SQL = "select * from claim_batch($1, $2) /* or claim_keyed_batch, claim_request_batch */";
@@ -129,7 +134,7 @@ export async function createTracing(env: Env = process.env): Promise<Tracing> {
     ]);
   const { sampler } = await import("./sampler");
   const resource = resources
-    .resourceFromAttributes({ "service.name": env.OTEL_SERVICE_NAME || "coupon-service" })
+    .resourceFromAttributes({ "service.name": serviceName(env) })
     .merge(resources.detectResources({ detectors: [resources.envDetector] }));
   const provider = new TracerProvider({
     resource,

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { type KubeObject, OVERLAYS, render, validateObjects } from "../../scripts/validate-kubernetes";
 import { ConfigSchema, loadConfig } from "../../src/config";
-import { postgresOptions } from "../../src/db/client";
+import { postgresOptions } from "../../src/store/connect";
 
 const KUBECTL = process.env.KUBECTL ?? Bun.which("kubectl") ?? undefined;
 const withKubectl = KUBECTL || process.env.CI === "true" ? describe : describe.skip;

@@ -4,8 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it, setSystemTime } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { ChangeFeed } from "../../src/db/changes";
 import { createLogger } from "../../src/log";
+import type { ChangeFeed } from "../../src/store/changes";
 import { buildApp, listen } from "../support/app";
 import { databaseForSuite } from "../support/database";
 import { type ApiResponse, type Client, client } from "../support/http";

@@ -12,11 +12,12 @@
 import { afterAll, describe, expect, it } from "bun:test";
 import postgres from "postgres";
 import { loadConfig } from "../../src/config";
-import type { ChangeFeed } from "../../src/db/changes";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
 import { createLogger } from "../../src/log";
+import type { ChangeFeed } from "../../src/store/changes";
+import { type DatabaseHandle, openPostgres } from "../../src/store/client";
 import { buildApp } from "../support/app";
 import { type ReplicatedPair, startReplicatedPair } from "../support/cluster";
+import { defaultLeaseMs } from "../support/feed";
 import { type Client, client } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
 import { metric, until } from "../support/replicas";
@@ -96,7 +97,7 @@ async function failover(synchronous: boolean): Promise<Failover> {
   const handle = openPostgres(url, config);
   resources.handle = handle;
   await handle.migrate();
-  const feed = await handle.listen({ log: createLogger("silent"), heartbeatMs: 200 });
+  const feed = await handle.listen({ log: createLogger("silent"), leaseMs: defaultLeaseMs, heartbeatMs: 200 });
   resources.feed = feed;
   const api = client(buildApp(handle.db, { feed, timeoutMs: REQUEST_TIMEOUT_MS }).app);
   expect((await api.createCoupon(HOT, 10_000_000)).status).toBe(201);

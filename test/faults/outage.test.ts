@@ -3,7 +3,7 @@
 // every acknowledged claim is in the database afterwards.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { loadConfig } from "../../src/config";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
+import { type DatabaseHandle, openPostgres } from "../../src/store/client";
 import { buildApp, listen } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { type Client, client } from "../support/http";

@@ -5,12 +5,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import postgres from "postgres";
 import { loadConfig } from "../../src/config";
-import { listenPostgres } from "../../src/db/changes";
-import { type DatabaseHandle, openPostgres, postgresOptions } from "../../src/db/client";
-import { isDatabaseUnavailable } from "../../src/db/errors";
 import { createLogger } from "../../src/log";
+import { listenPostgres } from "../../src/store/changes";
+import { type DatabaseHandle, openPostgres } from "../../src/store/client";
+import { postgresOptions } from "../../src/store/connect";
+import { isDatabaseUnavailable } from "../../src/store/errors";
 import { buildApp } from "../support/app";
 import { type ReplicatedPair, startReplicatedPair } from "../support/cluster";
+import { defaultLeaseMs } from "../support/feed";
 import { type Client, client } from "../support/http";
 import { type FaultProxy, startFaultProxy } from "../support/proxy";
 import { until } from "../support/replicas";
@@ -19,7 +21,7 @@ const DATABASE = "shop";
 const COUPON = "STANDBY_SALE";
 /** How long each outage is watched while connection attempts are counted. */
 const OUTAGE_MS = 3000;
-// With the backoff of db/client.ts and db/changes.ts (50 ms doubling to 1 s), a feed makes about 8
+// With the backoff of store/client.ts and store/changes.ts (50 ms doubling to 1 s), a feed makes about 8
 // attempts in 3 s, and a pool of 4 over two hosts about 30; without one they number in the hundreds.
 const FEED_BOUND = 15;
 const POOL_BOUND = 60;
@@ -67,7 +69,7 @@ afterAll(async () => {
 
 /** Counts the connections `count` sees while the feed at `url` tries to listen for OUTAGE_MS. */
 async function feedAttempts(url: string, count: () => number): Promise<number> {
-  const feed = listenPostgres(url, config(url), { log, heartbeatMs: 200 });
+  const feed = listenPostgres(url, config(url), { log, leaseMs: defaultLeaseMs, heartbeatMs: 200 });
   try {
     const before = count();
     await Bun.sleep(OUTAGE_MS);
@@ -81,7 +83,7 @@ async function feedAttempts(url: string, count: () => number): Promise<number> {
 describe("the change feed backs off between attempts while it cannot listen", () => {
   it("when the primary dies and only a hot standby is left", async () => {
     const url = pair.url(DATABASE);
-    const feed = listenPostgres(url, config(url), { log, heartbeatMs: 200 });
+    const feed = listenPostgres(url, config(url), { log, leaseMs: defaultLeaseMs, heartbeatMs: 200 });
     try {
       await until(() => feed.live, "the feed live on the primary");
       pair.crashPrimary(); // from here on, the tests below see only the standby

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "bun:test";
-import { AppError } from "../../src/errors";
+import { AppError } from "../../src/domain/errors";
 import { createBodyBudget, MAX_BODY_BYTES, MAX_JSON_DEPTH, nestingDepth, readJsonBody } from "../../src/http/body";
 
 const post = (body: RequestInit["body"], type = "application/json", headers: Record<string, string> = {}) =>

@@ -3,10 +3,10 @@
 // problem schema by $ref, the bearer scheme, the headers (Idempotency-Key among those sent), and only
 // OpenAPI 3.1 schema keywords.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import { claimRejections } from "../../src/coupons/outcomes";
-import { INSTANT_PATTERN } from "../../src/coupons/schedule";
-import { errorStatus } from "../../src/errors";
+import { detailOf, rejections } from "../../src/domain/outcomes";
 import { MAX_BODY_BYTES } from "../../src/http/body";
+import { errorStatus } from "../../src/http/problems";
+import { INSTANT_PATTERN } from "../../src/http/schedule";
 import { buildApp } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { type ApiResponse, type Client, client } from "../support/http";
@@ -272,10 +272,16 @@ describe("GET /docs/json", () => {
     ]);
     // A release is never refused for the sale: its only 409 is the key's.
     expect(Object.keys(release[409].content["application/problem+json"].examples)).toEqual(["idempotency_key_in_use"]);
-    for (const [outcome, rejection] of Object.entries(claimRejections)) {
-      const statuses = outcome === "claim_not_found" ? release : responses;
-      const value = statuses[errorStatus[rejection.code]].content["application/problem+json"].examples[outcome].value;
-      expect({ code: value.code, detail: value.detail }).toEqual({ code: rejection.code, detail: rejection.detail });
+    const create = doc.paths["/api/coupons"].post.responses;
+    for (const [outcome, rejection] of Object.entries(rejections)) {
+      // A create's refusal is documented under its code; a claim's and a release's under their outcome.
+      const [statuses, name] =
+        outcome === "coupon_exists"
+          ? [create, rejection.code]
+          : [outcome === "claim_not_found" ? release : responses, outcome];
+      const value = statuses[errorStatus[rejection.code]].content["application/problem+json"].examples[name].value;
+      const detail = detailOf(rejection, "BLACK_FRIDAY");
+      expect({ code: value.code, detail: value.detail }).toEqual({ code: rejection.code, detail });
     }
   });
 
@@ -298,7 +304,7 @@ describe("GET /docs/json", () => {
         [409, "idempotency_key_in_use"],
       ] as const) {
         const { code, detail } = examples(status)[outcome].value;
-        const rejection = claimRejections[outcome];
+        const rejection = rejections[outcome];
         expect({ code, detail }).toEqual({ code: rejection.code, detail: rejection.detail });
       }
       expect(examples(400).badKey.value.detail).toBe(

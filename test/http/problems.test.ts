@@ -1,6 +1,15 @@
 import { describe, expect, it } from "bun:test";
-import { AppError, errorResponse, problemResponse, toProblem } from "../../src/errors";
-import { describeValidation, toAppError } from "../../src/http/problems";
+import { AppError } from "../../src/domain/errors";
+import { rejections } from "../../src/domain/outcomes";
+import {
+  describeValidation,
+  errorResponse,
+  problemResponse,
+  type ResponseSet,
+  refusal,
+  toAppError,
+  toProblem,
+} from "../../src/http/problems";
 
 describe("toProblem", () => {
   it("renders an RFC 9457 body whose status matches the code", () => {
@@ -65,7 +74,7 @@ describe("toAppError", () => {
     expect(toAppError("PARSE", new Error("Bad Request"))?.code).toBe("VALIDATION_FAILED");
     const wrapped = new AppError("UNSUPPORTED_MEDIA_TYPE", "json only");
     expect(toAppError("PARSE", new Error("Bad Request", { cause: wrapped }))).toBe(wrapped);
-    expect(toAppError("NOT_FOUND", new Error())?.status).toBe(404);
+    expect(toAppError("NOT_FOUND", new Error())?.code).toBe("NOT_FOUND");
   });
 
   it("still answers VALIDATION_FAILED when listing the issues itself throws", () => {
@@ -81,5 +90,29 @@ describe("toAppError", () => {
 
   it("leaves an unexpected error unmapped, for the generic 500", () => {
     expect(toAppError("UNKNOWN", new TypeError("boom"))).toBeUndefined();
+  });
+});
+
+describe("refusal", () => {
+  it("renders an outcome from the table: its status set for the request log, Retry-After only when a retry can change it", async () => {
+    const set: ResponseSet = { headers: { "x-request-id": "r9" } };
+    const response = refusal({ outcome: "sale_not_started", retryAfter: 7 }, "SALE", set, "/api/coupons/claim");
+    expect([set.status, response.status, response.headers.get("retry-after")]).toEqual([409, 409, "7"]);
+    expect(await response.json()).toEqual(
+      toProblem("SALE_NOT_STARTED", rejections.sale_not_started.detail as string, "/api/coupons/claim", "r9"),
+    );
+    const soldOut = refusal({ outcome: "sold_out", replayed: true }, "SALE", { headers: {} }, "/x");
+    expect([soldOut.headers.get("retry-after"), soldOut.headers.get("idempotent-replayed")]).toEqual([null, "true"]);
+  });
+
+  it("names the coupon where the outcome's detail does (a create whose name is taken)", async () => {
+    const response = refusal({ outcome: "coupon_exists" }, "BLACK_FRIDAY", { headers: {} }, "/api/coupons");
+    expect(((await response.json()) as { detail: string }).detail).toBe(
+      'A coupon named "BLACK_FRIDAY" already exists.',
+    );
+  });
+
+  it("throws for a success, so a route that renders one as a refusal answers a logged 500, never a wrong problem", () => {
+    expect(() => refusal({ outcome: "created" }, "SALE", { headers: {} }, "/x")).toThrow("created is not a refusal");
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "bun:test";
-import type { AppError } from "../../src/errors";
+import type { AppError } from "../../src/domain/errors";
 import { checkPercentEncoding, isOriginlessFallback, requestPath, withOrigin } from "../../src/http/request";
 
 describe("requestPath", () => {

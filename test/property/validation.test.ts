@@ -3,9 +3,9 @@
 // predicts (never a 500), and a rejected request stores nothing.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import fc from "fast-check";
-import { claimRejections } from "../../src/coupons/outcomes";
-import { errorStatus } from "../../src/errors";
+import { rejections } from "../../src/domain/outcomes";
 import { MAX_BODY_BYTES } from "../../src/http/body";
+import { errorStatus } from "../../src/http/problems";
 import { buildApp } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { type ApiResponse, type Client, client } from "../support/http";
@@ -108,7 +108,7 @@ function expectClaimAnswer(res: ApiResponse, body: unknown): void {
   } else if (outcome === "sold_out") {
     expectProblem(res, 409, "SOLD_OUT");
   } else {
-    const { code } = claimRejections[outcome];
+    const { code } = rejections[outcome];
     expectProblem(res, errorStatus[code], code);
   }
 }

@@ -5,7 +5,7 @@
 // test/support/linearizability; a failure prints why and where the history was written. A build whose
 // memory answers ignore the change feed must be caught. About 25 s in all on the CI machine.
 import { describe, expect, it } from "bun:test";
-import type { ChangeFeed } from "../../src/db/changes";
+import type { ChangeFeed } from "../../src/store/changes";
 import { expectStockInvariant } from "../support/invariant";
 import type { History } from "../support/linearizability/history";
 import { runLoad } from "../support/linearizability/load";

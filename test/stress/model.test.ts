@@ -26,10 +26,10 @@ import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import fc from "fast-check";
 import type postgres from "postgres";
 import { loadConfig } from "../../src/config";
-import type { DecidedOutcome } from "../../src/coupons/outcomes";
-import { CHANGES_CHANNEL, type ChangeFeed } from "../../src/db/changes";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
+import type { DecidedOutcome } from "../../src/domain/outcomes";
 import { createLogger } from "../../src/log";
+import { CHANGES_CHANNEL, type ChangeFeed } from "../../src/store/changes";
+import { type DatabaseHandle, openPostgres } from "../../src/store/client";
 import { buildApp, listen } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { testFeed } from "../support/feed";
@@ -521,7 +521,7 @@ async function runProgram(cluster: Cluster, prefix: string, waves: Wave[]): Prom
             res.status === 200 ||
             (op.kind === "create" && res.status === 201 && (op.startsAt !== undefined || op.endsAt !== undefined)),
         );
-        // Each PATCH is fenced first, which notifies too (src/coupons/fence.ts): surely when it changed
+        // Each PATCH is fenced first, which notifies too (src/store/fences.ts): surely when it changed
         // the coupon, perhaps when it was refused after its fence (a 400 from the schedule's check).
         const patches = mine.filter(({ op }) => op.kind !== "create");
         const surelyFenced = patches.filter(({ res }) => res.status === 200).length;

@@ -4,11 +4,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import type postgres from "postgres";
 import { loadConfig } from "../../src/config";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
-import { embeddedJournal } from "../../src/db/migrations";
 import { createLogger } from "../../src/log";
+import { type DatabaseHandle, openPostgres } from "../../src/store/client";
+import { embeddedJournal } from "../../src/store/migrations";
 import { buildApp, listen, serveForSuite } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
+import { defaultLeaseMs } from "../support/feed";
 import { type ApiResponse, client, countStatus } from "../support/http";
 import { expectStockInvariant } from "../support/invariant";
 import { findPgBouncer, type PgBouncer, startPgBouncer } from "../support/pgbouncer";
@@ -190,12 +191,16 @@ withPgBouncer("behind PgBouncer in transaction pooling", () => {
     it("never goes live through transaction pooling, where notifications cannot reach it, and does past it", async () => {
       const log = createLogger("silent");
       // LISTEN through PgBouncer is accepted, then the server connection goes back to the pool.
-      const pooled = await open({ DATABASE_CONNECT_TIMEOUT_MS: "1000" }).listen({ log, heartbeatMs: 200 });
+      const pooled = await open({ DATABASE_CONNECT_TIMEOUT_MS: "1000" }).listen({
+        log,
+        leaseMs: defaultLeaseMs,
+        heartbeatMs: 200,
+      });
       // LISTEN_DATABASE_URL pointing at the server itself, the pool still through PgBouncer.
       const config = loadConfig({ DATABASE_URL: bouncer.url, DATABASE_CONNECT_TIMEOUT_MS: "1000" });
       const direct = openPostgres(bouncer.url, config, database.url);
       handles.push(direct);
-      const feed = await direct.listen({ log, heartbeatMs: 200 });
+      const feed = await direct.listen({ log, leaseMs: defaultLeaseMs, heartbeatMs: 200 });
       const start = performance.now();
       while (!feed.live && performance.now() - start < 5000) await Bun.sleep(10);
       expect(feed.live).toBe(true);

@@ -3,7 +3,7 @@
 // database stands between them, so these races prove it serialises batches across processes.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { loadConfig } from "../../src/config";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
+import { type DatabaseHandle, openPostgres } from "../../src/store/client";
 import { buildApp, listen } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
 import { type Client, client, countStatus } from "../support/http";

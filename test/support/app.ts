@@ -1,15 +1,17 @@
 // Builds the real app on a test database, either in-process (app.handle) or listening on a free port.
 import { afterAll, beforeAll } from "bun:test";
 import { createApp } from "../../src/app";
-import { type Claimer, type ClaimerOptions, claimQueue, createClaimer } from "../../src/coupons/claims";
-import type { ReadSlots } from "../../src/coupons/read-slots";
-import type { Database } from "../../src/db/client";
-import { createLogger, type Logger } from "../../src/log";
+import { durationMs, loadConfig } from "../../src/config";
+import { type ClaimerOptions, createClaimer } from "../../src/engine/claimer";
+import { createLogger, type Logger, type RequestLogMode } from "../../src/log";
 import { createMetrics } from "../../src/metrics/metrics";
+import type { Database } from "../../src/store/database";
+import { createReadSlots, type ReadSlots } from "../../src/store/read-slots";
+import type { Tracing } from "../../src/tracing/tracing";
 import { testFeed } from "./feed";
 import { type Client, client } from "./http";
 
-export interface TestAppOptions extends Partial<ClaimerOptions> {
+export interface TestAppOptions extends Partial<Omit<ClaimerOptions, "tracing">> {
   adminToken?: string;
   isDraining?: () => boolean;
   isClosing?: () => boolean;
@@ -17,42 +19,47 @@ export interface TestAppOptions extends Partial<ClaimerOptions> {
   readSlots?: ReadSlots;
   log?: Logger;
   idempotencyTtlMs?: number;
+  tracing?: Tracing;
+  logRequests?: RequestLogMode;
 }
 
-/** The app as main.ts wires it, with test-friendly defaults (silent logs). */
+/** The settings as main.ts reads them, from an empty environment: every default as ConfigSchema gives it. */
+export const defaults = loadConfig({});
+
+/** The app as main.ts wires it, with ConfigSchema's defaults, no refusal delay and silent logs. */
 export function buildApp(db: Database, options: TestAppOptions = {}) {
   const log = options.log ?? createLogger("silent");
   const feed = options.feed ?? testFeed();
-  const claimer: Claimer = createClaimer(db, {
-    batchMax: 256,
-    queueMax: 10_000,
-    pendingMax: 50_000,
-    timeoutMs: 10_000,
-    soldOutCacheMax: 100_000,
-    soldOutCacheBytes: 128 * 1024 * 1024,
+  const claimer = createClaimer(db, {
+    batchMax: defaults.CLAIM_BATCH_MAX,
+    queueMax: defaults.CLAIM_QUEUE_MAX,
+    pendingMax: defaults.PENDING_MAX,
+    timeoutMs: defaults.REQUEST_TIMEOUT_MS,
+    soldOutCacheMax: defaults.SOLD_OUT_CACHE_MAX,
+    soldOutCacheBytes: defaults.SOLD_OUT_CACHE_BYTES,
     refusalDelayMs: 0,
-    scheduleMarginMs: 1000,
+    scheduleMarginMs: defaults.SCHEDULE_MARGIN_MS,
     log,
     ...options,
     feed,
   });
-  const metrics = createMetrics({
-    claims: claimer.stats,
-    queue: claimQueue(claimer, options.pendingMax ?? 50_000),
-    feed,
-  });
+  const metrics = createMetrics({ claims: claimer.stats, queue: claimer, feed });
   const app = createApp({
     db,
     log,
     metrics,
     claimer,
-    adminToken: options.adminToken,
+    config: {
+      ...defaults,
+      ADMIN_TOKEN: options.adminToken,
+      REQUEST_TIMEOUT_MS: options.timeoutMs ?? defaults.REQUEST_TIMEOUT_MS,
+      BODY_BYTES_IN_FLIGHT_MAX: options.bodyBytesInFlightMax ?? defaults.BODY_BYTES_IN_FLIGHT_MAX,
+      LOG_REQUESTS: options.logRequests ?? defaults.LOG_REQUESTS,
+    },
     isDraining: options.isDraining,
     isClosing: options.isClosing,
-    requestTimeoutMs: options.timeoutMs,
-    idempotencyTtlMs: options.idempotencyTtlMs,
-    bodyBytesInFlightMax: options.bodyBytesInFlightMax,
-    readSlots: options.readSlots,
+    idempotencyTtlMs: options.idempotencyTtlMs ?? durationMs(defaults.IDEMPOTENCY_TTL),
+    readSlots: options.readSlots ?? createReadSlots(defaults.COUPON_READ_STREAMS_MAX),
     tracing: options.tracing,
   });
   return { app, claimer, metrics };

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll } from "bun:test";
 import postgres from "postgres";
 import { loadConfig } from "../../src/config";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
+import { type DatabaseHandle, openPostgres } from "../../src/store/client";
 
 export interface TestDatabase {
   url: string;

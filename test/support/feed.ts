@@ -1,7 +1,11 @@
 // A change feed the test drives by hand: live or lost when told, on the database clock it is given,
 // and changes announced only when the test calls announce. buildApp's default, for one instance
 // whose coupons change only through itself: no lease to wait out, as in the embedded database.
-import type { ChangeFeed, ChangeListener, DatabaseClock } from "../../src/db/changes";
+import { loadConfig } from "../../src/config";
+import type { ChangeFeed, ChangeListener, DatabaseClock } from "../../src/store/changes";
+
+/** MEMORY_LEASE_MS as the service runs by default, for the tests that listen for real. */
+export const defaultLeaseMs = loadConfig({}).MEMORY_LEASE_MS;
 
 export interface TestFeed extends ChangeFeed {
   /** Delivers a change of `couponName` to the listeners, as a NOTIFY would. */

@@ -1,6 +1,6 @@
 // The claim rules applied one request at a time (claims, releases, Idempotency-Keys), and the search
 // for a one-by-one order that explains concurrent answers: the reference batches and races are compared to.
-import type { DecidedOutcome } from "../../src/coupons/outcomes";
+import type { DecidedOutcome } from "../../src/domain/outcomes";
 
 type ClaimOutcome = Exclude<DecidedOutcome, "released" | "claim_not_found">;
 

@@ -27,7 +27,7 @@ export interface PgBouncerOptions {
 
 /** ignore_startup_parameters as PgBouncer is usually deployed: it refuses the service's timeouts. */
 export const STOCK_IGNORED_PARAMETERS = ["extra_float_digits"];
-/** The timeouts src/db/client.ts sends at connect, which PgBouncer does not track itself. */
+/** The timeouts src/store/client.ts sends at connect, which PgBouncer does not track itself. */
 export const SERVICE_STARTUP_PARAMETERS = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"];
 
 /** The pgbouncer executable (Debian installs it in /usr/sbin, often not on a user's PATH), or null. */

@@ -4,9 +4,9 @@
 // with poolThroughProxy, its pool with it).
 import { afterAll, beforeAll } from "bun:test";
 import { loadConfig } from "../../src/config";
-import type { ChangeFeed } from "../../src/db/changes";
-import { type DatabaseHandle, openPostgres } from "../../src/db/client";
 import { createLogger } from "../../src/log";
+import type { ChangeFeed } from "../../src/store/changes";
+import { type DatabaseHandle, openPostgres } from "../../src/store/client";
 import { buildApp, listen, type TestAppOptions } from "./app";
 import { createTestDatabase, type TestDatabase } from "./database";
 import { type Client, client } from "./http";

@@ -3,7 +3,7 @@
 // sequential rules themselves. No database: histories are written by hand or generated.
 import { describe, expect, it } from "bun:test";
 import { rmSync } from "node:fs";
-import { toProblem } from "../../../src/errors";
+import { toProblem } from "../../../src/http/problems";
 import { checkHistory } from "./checker";
 import { linearizableHistory } from "./generate";
 import type { Answer, History, Operation, Request } from "./history";

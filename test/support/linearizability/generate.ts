@@ -2,8 +2,8 @@
 // takes effect at a random instant between its request and its answer, and the sequential rules
 // (rules.ts) decide it there, in the order of those instants. Some answers are 503s (or never come),
 // applied or not. The checker must accept every one of them.
-import { claimRejections } from "../../../src/coupons/outcomes";
-import { toProblem } from "../../../src/errors";
+import { detailOf, rejections } from "../../../src/domain/outcomes";
+import { toProblem } from "../../../src/http/problems";
 import type { Answer, History, Operation, Request } from "./history";
 import { type CouponState, type Decision, decide, fingerprint, initialState } from "./rules";
 
@@ -33,7 +33,8 @@ const iso = (ms: number) => new Date(ms).toISOString();
 export function render(decision: Decision, at: number, coupon: string, requestId: string): Answer {
   const e = decision.expected;
   if (e.code) {
-    const detail = Object.values(claimRejections).find((r) => r.code === e.code)?.detail ?? e.code;
+    const rejection = Object.values(rejections).find((r) => r.code === e.code);
+    const detail = rejection ? detailOf(rejection, coupon) : e.code;
     const headers: Record<string, string> = { "content-type": "application/problem+json" };
     if (e.opensAt !== undefined) headers["retry-after"] = String(Math.max(1, Math.ceil((e.opensAt - at) / 1000)));
     return { status: e.status, body: toProblem(e.code, detail, `/api/coupons/${coupon}`, requestId), headers };
@@ -46,7 +47,7 @@ export function render(decision: Decision, at: number, coupon: string, requestId
 
 const unavailable = (requestId: string): Answer => ({
   status: 503,
-  body: toProblem("SERVICE_UNAVAILABLE", claimRejections.unconfirmed.detail, undefined, requestId),
+  body: toProblem("SERVICE_UNAVAILABLE", detailOf(rejections.unconfirmed, ""), undefined, requestId),
   headers: { "content-type": "application/problem+json", "retry-after": "1" },
 });
 

@@ -2,8 +2,10 @@
 // and for each request in that state at an instant (the database's clock) the answer it must get and
 // the state after. The same rules as docs/api.md, claim_batch and claim_request_batch
 // (drizzle/0002, 0004) and coupons.ts, in the database's order.
-import { type ClaimRejection, claimRejections } from "../../../src/coupons/outcomes";
-import { type ErrorCode, errorStatus } from "../../../src/errors";
+
+import type { ErrorCode } from "../../../src/domain/errors";
+import { type Rejected, rejections } from "../../../src/domain/outcomes";
+import { errorStatus } from "../../../src/http/problems";
 import { keepsDecision } from "../model";
 import type { Request } from "./history";
 
@@ -83,8 +85,8 @@ export function summary(name: string, s: CouponState): Record<string, unknown> {
 const problem = (code: ErrorCode, keep: boolean, opensAt?: number): Decision => ({
   expected: { status: errorStatus[code], code, keep, ...(opensAt !== undefined ? { opensAt } : {}) },
 });
-const rejected = (outcome: ClaimRejection, opensAt?: number) =>
-  problem(claimRejections[outcome].code, keepsDecision(outcome), opensAt);
+const rejected = (outcome: Rejected, opensAt?: number) =>
+  problem(rejections[outcome].code, keepsDecision(outcome), opensAt);
 
 /** What the same request is for its Idempotency-Key: its route and fields. */
 export function fingerprint(coupon: string, request: Request): string {

@@ -1,0 +1,179 @@
+// HTTP for coupons: each route parses its request, calls one function (the claimer for every write
+// decided in turn on a coupon, the store for reads), and renders its result; refusals are rendered by
+// the HTTP edge (problems.ts). Also here: who may write (ADMIN_TOKEN) and each request's one deadline.
+import { timingSafeEqual } from "node:crypto";
+import { Elysia } from "elysia";
+import { type Claimer, claimRequest, releaseRequest, type Trace } from "../domain/claim";
+import { AppError } from "../domain/errors";
+import { errorFields, type Logger } from "../log";
+import type { Metrics } from "../metrics/metrics";
+import { listCoupons } from "../store/coupons";
+import type { Database } from "../store/database";
+import { withDeadline } from "../store/deadline";
+import { readCoupon } from "../store/read";
+import type { ReadSlots } from "../store/read-slots";
+import { claimDocs, createDocs, idempotencyKeyDoc, listDocs, readDocs, releaseDocs, updateDocs } from "./coupon-docs";
+import { IDEMPOTENCY_HEADER, keyOf } from "./idempotency";
+import { jsonAnswer } from "./json-stream";
+import {
+  ClaimBody,
+  ClaimParams,
+  CouponParams,
+  CreateCouponBody,
+  IdempotencyHeaders,
+  ListQuery,
+  UpdateCouponBody,
+} from "./models";
+import { markReplayed, refusal } from "./problems";
+import { parseChange, parseSchedule, refuseUnknownFields } from "./schedule";
+
+export interface CouponRoutesDeps {
+  db: Database;
+  claimer: Claimer;
+  metrics: Metrics;
+  /** ADMIN_TOKEN: when set, creating, changing and releasing require `Authorization: Bearer <adminToken>`. */
+  adminToken?: string;
+  /** REQUEST_TIMEOUT_MS: a request's deadline from its arrival, for every wait it makes. */
+  requestTimeoutMs: number;
+  /** IDEMPOTENCY_TTL: how long an Idempotency-Key's answer is kept. */
+  idempotencyTtlMs: number;
+  /** The trace of a request being served, when tracing is on and it was sampled (app.ts starts it). */
+  traceOf: (request: Request) => Trace | undefined;
+  /** COUPON_READ_STREAMS_MAX and COUPON_READ_PAGE_SIZE: big reads streamed at once, and claimers per page. */
+  readSlots: ReadSlots;
+  readPageSize: number;
+  log: Logger;
+}
+
+/** A claim, or with `release` the release of one, as a route reads it from its request. */
+interface Decided {
+  coupon: string;
+  user: string;
+  release?: boolean;
+}
+
+/**
+ * Checks the bearer token in constant time (length leaks nothing useful: tokens are fixed-size
+ * secrets); `action` ("creating", "changing") names what it guards in the problem's detail.
+ */
+function requireToken(authorization: string | undefined, token: string, action: string): void {
+  const match = /^Bearer (.+)$/i.exec(authorization ?? "");
+  if (!match?.[1]) {
+    const doing = action[0]?.toUpperCase() + action.slice(1);
+    throw new AppError("UNAUTHORIZED", `${doing} coupons requires Authorization: Bearer <token>.`);
+  }
+  const given = Buffer.from(match[1]);
+  const expected = Buffer.from(token);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    throw new AppError("FORBIDDEN", `The bearer token is not valid for ${action} coupons.`);
+  }
+}
+
+/** The coupon API under /api/coupons. */
+export function couponRoutes(deps: CouponRoutesDeps) {
+  const { db, claimer, metrics, adminToken, requestTimeoutMs, idempotencyTtlMs, traceOf, log } = deps;
+  const readOptions = { slots: deps.readSlots, pageSize: deps.readPageSize };
+  const cutOff = (error: unknown) => log.warn("coupon read cut off mid-body", errorFields(error));
+  const keyed = (request: Request, route: string, fields: readonly unknown[]) =>
+    keyOf(request.headers.get(IDEMPOTENCY_HEADER), route, fields, idempotencyTtlMs);
+  // A claim or release on `coupon` for `user`, with the request's key and trace, counted by outcome.
+  const decide = async (request: Request, route: string, { coupon, user, release = false }: Decided) => {
+    const extras = { idempotency: keyed(request, route, [coupon, user]), trace: traceOf(request) };
+    const result = await claimer.claimCoupon(
+      (release ? releaseRequest : claimRequest)(coupon, user, requestTimeoutMs, extras),
+    );
+    metrics.claimOutcomes[result.outcome].inc();
+    return result;
+  };
+  return new Elysia({ prefix: "/api/coupons", tags: ["coupons"] })
+    .post(
+      "",
+      async ({ body, set, headers, request, path }) => {
+        if (adminToken) requireToken(headers.authorization, adminToken, "creating");
+        const schedule = parseSchedule(body);
+        const key = keyed(request, "POST /api/coupons", [body.name, body.amount, schedule.startsAt, schedule.endsAt]);
+        const result = await claimer.createCoupon({
+          name: body.name,
+          amount: body.amount,
+          schedule,
+          // One deadline from arrival, whether or not the request waits for its key's turn.
+          deadline: performance.now() + requestTimeoutMs,
+          ...(key ? { idempotency: key } : {}),
+        });
+        if (result.outcome !== "created") return refusal(result, body.name, set, path);
+        set.status = 201;
+        set.headers.location = `/api/coupons/${encodeURIComponent(result.coupon.name)}`;
+        markReplayed(set, result.replayed);
+        return result.coupon;
+      },
+      {
+        body: CreateCouponBody,
+        // The app's onParse still reads the body; "json" only tells the OpenAPI document its media type.
+        parse: "json",
+        detail: createDocs,
+      },
+    )
+    .post(
+      "/claim",
+      async ({ body, set, path, request }) => {
+        const claim = { coupon: body.coupon_name, user: body.user_id };
+        const result = await decide(request, "POST /api/coupons/claim", claim);
+        if (result.outcome !== "created") return refusal(result, body.coupon_name, set, path);
+        markReplayed(set, result.replayed);
+        set.status = 201;
+        return { user_id: body.user_id, coupon_name: body.coupon_name, claimed_at: result.decidedAt.toISOString() };
+      },
+      {
+        body: ClaimBody,
+        parse: "json", // as on create: documents the media type, the app's onParse reads the body
+        detail: claimDocs,
+      },
+    )
+    .get("", ({ query }) => withDeadline(listCoupons(db, Number(query.limit ?? 20), query.after), requestTimeoutMs), {
+      query: ListQuery,
+      detail: listDocs,
+    })
+    .patch(
+      "/:name",
+      async ({ params, body, headers }) => {
+        if (adminToken) requireToken(headers.authorization, adminToken, "changing");
+        // One deadline from arrival, for the announcement, its lease and the change.
+        return claimer.changeSale(params.name, parseChange(body), performance.now() + requestTimeoutMs);
+      },
+      {
+        params: CouponParams,
+        body: UpdateCouponBody,
+        parse: "json",
+        // Before validation, which would silently drop an unknown field (amount, a typo) from the body.
+        transform: ({ body }) => refuseUnknownFields(body),
+        detail: updateDocs,
+      },
+    )
+    .delete(
+      "/:name/claims/:user_id",
+      async ({ params, set, path, request }) => {
+        // From the request: the header schema below (for the docs) leaves only the key in `headers`.
+        if (adminToken) requireToken(request.headers.get("authorization") ?? undefined, adminToken, "changing");
+        const release = { coupon: params.name, user: params.user_id, release: true };
+        const result = await decide(request, "DELETE /api/coupons/{name}/claims/{user_id}", release);
+        if (result.outcome !== "released") return refusal(result, params.name, set, path);
+        markReplayed(set, result.replayed);
+        return {
+          coupon_name: params.name,
+          user_id: params.user_id,
+          released_at: result.decidedAt.toISOString(),
+          remaining_amount: result.remaining,
+        };
+      },
+      { params: ClaimParams, headers: IdempotencyHeaders(idempotencyKeyDoc), detail: releaseDocs },
+    )
+    .get(
+      "/:name",
+      async ({ params }) =>
+        jsonAnswer(await readCoupon(db, params.name, performance.now() + requestTimeoutMs, readOptions), cutOff),
+      {
+        params: CouponParams,
+        detail: readDocs,
+      },
+    );
+}
