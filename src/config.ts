@@ -13,76 +13,124 @@ const Int = (min: number, max: number, def: number, description: string) =>
 
 export const ConfigSchema = Type.Object({
   DATABASE_URL: Type.Optional(
-    Type.String({ pattern: "^postgres(ql)?://", description: "PostgreSQL URL; unset = embedded PGlite" }),
+    Type.String({
+      pattern: "^postgres(ql)?://",
+      description: "PostgreSQL URL (postgres://…); unset: embedded PGlite (single instance only)",
+    }),
   ),
   LISTEN_DATABASE_URL: Type.Optional(
     Type.String({
       pattern: "^postgres(ql)?://",
       description:
-        "where the change feed LISTENs; default DATABASE_URL (behind a transaction pooler, the server itself)",
+        "where the change feed LISTENs; unset: DATABASE_URL; behind a transaction pooler, the PostgreSQL server itself (operations.md)",
     }),
   ),
   MIGRATION_DATABASE_URL: Type.Optional(
     Type.String({
       pattern: "^postgres(ql)?://",
       description:
-        "where migrations run, on a connection of their own; default DATABASE_URL (behind a pooler, the primary itself)",
+        "where migrations run, over one connection of their own, closed after; unset: DATABASE_URL; behind a pooler, the primary itself",
     }),
   ),
-  DATA_DIR: Type.String({ minLength: 1, default: "./data", description: "PGlite data folder (embedded mode)" }),
-  PORT: Int(0, 65535, 3000, "HTTP port"),
-  HOST: Type.String({ minLength: 1, default: "0.0.0.0", description: "HTTP bind address" }),
+  DATA_DIR: Type.String({
+    minLength: 1,
+    default: "./data",
+    description: "PGlite data folder (embedded mode); locked against a second process",
+  }),
+  PORT: Int(0, 65535, 3000, "port to listen on for HTTP"),
+  HOST: Type.String({ minLength: 1, default: "0.0.0.0", description: "address to listen on for HTTP" }),
   LOG_LEVEL: Type.Union(
     logLevels.map((level) => Type.Literal(level)),
-    { default: "info", description: "debug | info | warn | error | silent" },
+    { default: "info", description: "debug, info, warn, error or silent" },
   ),
   LOG_REQUESTS: Type.Union(
     requestLogModes.map((mode) => Type.Literal(mode)),
     {
       default: "all",
-      description: "request log lines: all | errors (5xx only) | none; probes and docs assets at debug",
+      description: "request lines at info: all, errors (5xx only) or none; probes and docs assets only at debug",
     },
   ),
   DATABASE_POOL_MAX: Int(1, 1000, 10, "PostgreSQL connections per instance"),
   DATABASE_CONNECT_TIMEOUT_MS: Int(100, 600_000, 3000, "give up connecting after this long"),
-  DATABASE_STATEMENT_TIMEOUT_MS: Int(100, 600_000, 5000, "server-side statement_timeout"),
+  DATABASE_STATEMENT_TIMEOUT_MS: Int(
+    100,
+    600_000,
+    5000,
+    "server-side statement_timeout and lock_timeout; idle_in_transaction_session_timeout twice that (operations.md)",
+  ),
   // 256: measured best with bench/ (docs/benchmarks.md); 1024 was no faster and holds the lock 4x longer.
-  CLAIM_BATCH_MAX: Int(1, 10_000, 256, "claims decided per locked transaction on one coupon"),
-  CLAIM_QUEUE_MAX: Int(1, 1_000_000, 10_000, "claims waiting per coupon before 503"),
-  PENDING_MAX: Int(1, 10_000_000, 50_000, "claims waiting in the whole process before 503"),
-  OVERLOAD_REFUSAL_DELAY_MS: Int(0, 60_000, 1000, "a claim refused for overload gets its 503 after this long"),
-  SOLD_OUT_CACHE_MAX: Int(0, 10_000_000, 100_000, "claimers held in memory per coupon answered from memory"),
-  SOLD_OUT_CACHE_BYTES: Int(0, 68_719_476_736, 134_217_728, "bytes of claimer ids held in memory, whole process"),
+  CLAIM_BATCH_MAX: Int(1, 10_000, 256, "claims on one coupon decided per locked transaction (1 = one per transaction)"),
+  CLAIM_QUEUE_MAX: Int(1, 1_000_000, 10_000, "claims waiting per coupon before 503 + Retry-After"),
+  PENDING_MAX: Int(1, 10_000_000, 50_000, "claims waiting in the whole process before 503 + Retry-After"),
+  OVERLOAD_REFUSAL_DELAY_MS: Int(
+    0,
+    60_000,
+    1000,
+    "a claim refused for overload gets its 503 after this long (never past its deadline)",
+  ),
+  SOLD_OUT_CACHE_MAX: Int(
+    0,
+    10_000_000,
+    100_000,
+    "claimers held in memory per coupon answered from memory (larger ones are decided by the database)",
+  ),
+  SOLD_OUT_CACHE_BYTES: Int(
+    0,
+    68_719_476_736,
+    134_217_728,
+    "bytes of claimer ids held in memory for the whole process (default 128 MiB); oldest coupons forgotten first",
+  ),
   SCHEDULE_MARGIN_MS: Int(
     0,
     600_000,
     1000,
-    "claims this close to a sale's opening (database clock) go to the database, not memory",
+    "claims closer than this to a sale's opening or end (database clock) go to the database instead of memory",
   ),
   BODY_BYTES_IN_FLIGHT_MAX: Int(
     65_536,
     68_719_476_736,
     67_108_864,
-    "request body bytes being read at once, whole process",
+    "request-body bytes being read at once, whole process (default 64 MiB); past it 503 + Retry-After",
   ),
-  COUPON_READ_STREAMS_MAX: Int(1, 1000, 4, "reads of coupons with more than a page of claimers streamed at once"),
-  COUPON_READ_PAGE_SIZE: Int(100, 100_000, 1000, "claimers per page of a streamed read"),
-  REQUEST_TIMEOUT_MS: Int(100, 600_000, 10_000, "deadline for a request waiting on the database"),
-  SHUTDOWN_GRACE_MS: Int(0, 600_000, 10_000, "time given to in-flight requests on SIGTERM"),
-  SHUTDOWN_DELAY_MS: Int(0, 600_000, 0, "on SIGTERM, keep serving this long with readiness 503 first"),
+  COUPON_READ_STREAMS_MAX: Int(
+    1,
+    1000,
+    4,
+    "reads of coupons with more than a page of claimers streamed at once; the rest wait within their deadline, then 503",
+  ),
+  COUPON_READ_PAGE_SIZE: Int(
+    100,
+    100_000,
+    1000,
+    "claimers per page of a streamed read, and the most answered from one statement",
+  ),
+  REQUEST_TIMEOUT_MS: Int(
+    100,
+    600_000,
+    10_000,
+    'deadline from arrival for claims, creates and reads; past it 503 (architecture.md, "Overload and deadlines")',
+  ),
+  SHUTDOWN_GRACE_MS: Int(0, 600_000, 10_000, "time in-flight requests get on SIGTERM, after SHUTDOWN_DELAY_MS"),
+  SHUTDOWN_DELAY_MS: Int(0, 600_000, 0, "on SIGTERM, keep serving this long (readiness already 503) before draining"),
   MEMORY_LEASE_MS: Int(
     0,
     60_000,
     500,
-    "answers from memory hold this long after the change feed last proved it hears every change; releases and PATCHes wait it out (0 = never answer from memory)",
+    "answers from memory hold this long after the change feed last proved it hears every change; releases and PATCHes wait it out (0: nothing answered from memory)",
   ),
   IDEMPOTENCY_TTL: Type.String({
     pattern: DURATION_PATTERN,
     default: "24h",
-    description: "how long an Idempotency-Key's answer is kept: a number with ms, s, m, h or d",
+    description: "how long an Idempotency-Key's answer is kept: a whole number with ms, s, m, h or d (24h, 90s)",
   }),
   IDEMPOTENCY_SWEEP_MS: Int(100, 86_400_000, 60_000, "how often each instance deletes expired Idempotency-Keys"),
-  ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: "Bearer token required to create coupons" })),
+  ADMIN_TOKEN: Type.Optional(
+    Type.String({
+      minLength: 16,
+      description:
+        "when set (16+ characters), creating, changing and releasing (POST, PATCH, DELETE) require Authorization: Bearer <token>",
+    }),
+  ),
 });
 
 export type Config = Static<typeof ConfigSchema>;
