@@ -187,12 +187,16 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer & 
     return enqueue(request);
   }
 
+  /** A keyed request in its key's turn: a second request with the key waits for the first one's answer. */
+  async function inTurn(request: ClaimRequest, key: string): Promise<ClaimResult> {
+    const result = await turns.take(key, request.deadline, () => admit(request), isUnconfirmed);
+    return result === "in_use" ? results.idempotency_key_in_use : result;
+  }
+
   return {
-    async claimCoupon(request) {
-      if (!request.idempotency) return admit(request);
-      // One request per key at a time in this process: a second waits for the first one's answer.
-      const result = await turns.take(request.idempotency.key, request.deadline, () => admit(request), isUnconfirmed);
-      return result === "in_use" ? results.idempotency_key_in_use : result;
+    claimCoupon(request) {
+      // Not async: a claim answered from memory costs no promise beyond its own.
+      return request.idempotency ? inTurn(request, request.idempotency.key) : admit(request);
     },
 
     async createCoupon(request: CreateRequest): Promise<CreateResult> {
