@@ -2,9 +2,20 @@
 // throwaway PostgreSQL database, and checks that no claim was lost or invented. See docs/benchmarks.md.
 // Env: BENCH_DURATION (default 10s per measured run), BENCH_WARMUP (default 2s, 0 = none),
 // BENCH_DATABASE_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
-// OTEL_EXPORTER_OTLP_PROTOCOL (the tracing rows' encoding, default http/protobuf as the service's).
+// OTEL_EXPORTER_OTLP_PROTOCOL (the tracing rows' encoding, default http/protobuf as the service's),
+// BENCH_REDIS_URL (the Redis of the Redis+Lua peer's rows, default redis://127.0.0.1:6379; without one
+// answering, those rows are printed as skipped).
+import { RedisClient } from "bun";
 import postgres from "postgres";
-import { type BenchDatabase, build, createBenchDatabase, postJson, type Service, startService } from "./service";
+import {
+  type BenchDatabase,
+  build,
+  createBenchDatabase,
+  postJson,
+  type Service,
+  startPeer,
+  startService,
+} from "./service";
 import { type CpuShare, describeMachine, killWrk, parseSeconds, requireWrk, runWrk, type WrkResult } from "./wrk";
 
 type Kind = "hot" | "soldout" | "live";
@@ -20,6 +31,8 @@ interface Scenario {
   keys?: boolean;
   /** Traces exported over OTLP/HTTP to a sink in this process, sampling this ratio of requests. */
   tracing?: number;
+  /** Measures the Redis+Lua peer (bench/redis-peer.ts) instead of the service. */
+  peer?: true;
 }
 
 /** One wrk run, and the coupon it claimed (with the claims made before it). */
@@ -52,7 +65,18 @@ const SCENARIOS: Scenario[] = [
   { id: "hot_c256_trace1", label: "hot coupon, traces at 1%", kind: "hot", connections: 256, tracing: 0.01 },
   { id: "soldout_c256", label: "sold-out flood", kind: "soldout", connections: 256 },
   { id: "live_c256", label: "GET /health/live", kind: "live", connections: 256 },
+  { id: "peer_hot_c256", label: "Redis+Lua peer: hot coupon", kind: "hot", connections: 256, peer: true },
+  { id: "peer_soldout_c256", label: "Redis+Lua peer: sold-out flood", kind: "soldout", connections: 256, peer: true },
+  { id: "bare_live_c256", label: "bare Bun.serve: GET /health/live", kind: "live", connections: 256, peer: true },
 ];
+
+/** The Redis behind the peer's rows: its URL, and its server's pid for its CPU share. */
+interface PeerRedis {
+  url: string;
+  pid: number;
+  /** How it keeps acknowledged writes (CONFIG appendonly / appendfsync), for the table's note. */
+  durability: string;
+}
 
 /** The answer each kind of run should get; anything else is an error. */
 const EXPECTED: Record<Kind, string> = { hot: "201", soldout: "409 SOLD_OUT", live: "200" };
@@ -114,6 +138,7 @@ async function runScenario(
   database: BenchDatabase,
   seconds: number,
   warmup: number,
+  redis?: PeerRedis,
 ): Promise<Run[]> {
   const { url: databaseUrl, name: databaseName } = database;
   const settings: Record<string, string> =
@@ -125,7 +150,9 @@ async function runScenario(
       OTEL_TRACES_SAMPLER_ARG: String(scenario.tracing),
       OTEL_EXPORTER_OTLP_PROTOCOL: process.env.OTEL_EXPORTER_OTLP_PROTOCOL || "http/protobuf",
     });
-  const service = await startService(databaseUrl, settings);
+  const service = scenario.peer
+    ? await startPeer((redis as PeerRedis).url, databaseName)
+    : await startService(databaseUrl, settings);
   current = service;
   const runs: Run[] = [];
   try {
@@ -140,6 +167,7 @@ async function runScenario(
         args: coupon ? [coupon, ...(scenario.keys ? ["keys"] : [])] : [],
         servicePid: service.pid,
         databaseName,
+        storePid: scenario.peer ? redis?.pid : undefined,
       });
       runs.push({ scenario, phase, coupon, seeded, result, cpu });
     }
@@ -204,7 +232,8 @@ async function checkLedger(databaseUrl: string, runs: Run[]): Promise<string[]> 
         );
     }
     for (const run of runs) {
-      if (run.coupon && !rows.some((row) => row.name === run.coupon)) problems.push(`${run.coupon}: coupon missing`);
+      if (run.coupon && !run.scenario.peer && !rows.some((row) => row.name === run.coupon))
+        problems.push(`${run.coupon}: coupon missing`);
     }
     // Every claim made with a key stored its answer in the same transaction: one key row per claim row.
     for (const run of runs.filter((candidate) => candidate.scenario.keys && candidate.coupon)) {
@@ -222,11 +251,58 @@ async function checkLedger(databaseUrl: string, runs: Run[]): Promise<string[]> 
   }
 }
 
+/** The peer's ledger in Redis, per coupon: stock + holders = amount, holders = seed + wrk's 201s. */
+async function checkPeerLedger(redis: PeerRedis, prefix: string, runs: Run[]): Promise<string[]> {
+  const client = new RedisClient(redis.url);
+  const problems: string[] = [];
+  try {
+    for (const run of runs.filter((candidate) => candidate.scenario.peer && candidate.coupon)) {
+      const coupon = run.coupon as string;
+      const amount = run.scenario.kind === "hot" ? HOT_STOCK : 1;
+      const stock = Number(await client.send("GET", [`${prefix}:{${coupon}}:stock`]));
+      const holders = Number(await client.send("SCARD", [`${prefix}:{${coupon}}:holders`]));
+      const created = run.result.statuses["201"] ?? 0;
+      const extra = holders - run.seeded - created;
+      const ok = stock + holders === amount && extra >= 0 && extra <= run.result.unanswered;
+      console.log(
+        `  ${ok ? "PASS" : "FAIL"} peer ${coupon}: amount ${amount} = stock ${stock} + holders ${holders}; holders = seed ${run.seeded} + 201s ${created}${extra === 0 ? " exactly" : ` + ${extra} in flight at wrk's stop`}`,
+      );
+      if (!ok)
+        problems.push(`peer ${coupon}: stock ${stock} + holders ${holders} for amount ${amount}, ${created} 201s`);
+    }
+    const keys = (await client.send("KEYS", [`${prefix}:*`])) as string[];
+    if (keys.length > 0) await client.send("DEL", keys);
+  } finally {
+    client.close();
+  }
+  return problems;
+}
+
+/** The Redis at `url` for the peer's rows, or undefined when none answers there. */
+async function peerRedis(url: string): Promise<PeerRedis | undefined> {
+  const client = new RedisClient(url, { connectionTimeout: 1000, autoReconnect: false });
+  try {
+    const info = String(await client.send("INFO", ["server"]));
+    const pid = Number(/process_id:(\d+)/.exec(info)?.[1]);
+    // RESP3 answers CONFIG GET with a map, RESP2 with [name, value].
+    const config = async (key: string) => {
+      const reply = (await client.send("CONFIG", ["GET", key])) as Record<string, string> | string[];
+      return (Array.isArray(reply) ? reply[1] : reply[key]) ?? "unknown";
+    };
+    const durability = `appendonly ${await config("appendonly")}, appendfsync ${await config("appendfsync")}`;
+    return { url, pid, durability };
+  } catch {
+    return undefined;
+  } finally {
+    client.close();
+  }
+}
+
 /** Milliseconds with one decimal, from microseconds. */
 const ms = (us: number) => (us / 1000).toFixed(1);
 
-/** Prints the measured runs as a Markdown table (pasteable into docs/benchmarks.md). */
-function printTable(runs: Run[]): void {
+/** Prints the measured runs as a Markdown table (pasteable into docs/benchmarks.md), and the rows skipped. */
+function printTable(runs: Run[], skipped: Scenario[], skippedWhy: string): void {
   const header = [
     "scenario",
     "connections",
@@ -235,12 +311,12 @@ function printTable(runs: Run[]): void {
     "p50 ms",
     "p99 ms",
     "errors",
-    "CPU % bun / pg / wrk / other",
+    "CPU % bun / store / wrk / other",
   ];
   const lines = runs.map((run) => [
     run.scenario.label,
     String(run.scenario.connections),
-    run.scenario.kind === "live"
+    run.scenario.kind === "live" || run.scenario.peer
       ? "-"
       : run.scenario.batchMax === undefined
         ? "default"
@@ -253,6 +329,8 @@ function printTable(runs: Run[]): void {
   ]);
   console.log(`\n| ${header.join(" | ")} |\n|${header.map(() => " --- ").join("|")}|`);
   for (const line of lines) console.log(`| ${line.join(" | ")} |`);
+  for (const scenario of skipped)
+    console.log(`| ${scenario.label} | ${scenario.connections} | - | skipped (${skippedWhy}) | - | - | - | - |`);
 }
 
 /** Names the unexpected statuses and socket errors behind an error count, e.g. " (503 SERVICE_UNAVAILABLE: 12)". */
@@ -310,8 +388,20 @@ function printTargets(runs: Run[]): void {
   const hot = find("hot_c256");
   if (hot) {
     const p99 = hot.result.p99_us / 1000;
-    console.log(`  hot coupon @256 default: p99 = ${p99.toFixed(1)} ms (target < 100 ms) ${verdict(p99 < 100)}`);
+    console.log(`  hot coupon @256 default: p99 = ${p99.toFixed(1)} ms (target <= 25 ms) ${verdict(p99 <= 25)}`);
   }
+  // Against what users pick instead: the Redis+Lua peer and a bare Bun.serve, in the same run.
+  const against = (id: string, peerId: string, label: string, target: number) => {
+    const mine = find(id);
+    const theirs = find(peerId);
+    if (!mine || !theirs) return;
+    const ratio = throughput(mine) / throughput(theirs);
+    console.log(`  ${label} = ${ratio.toFixed(2)}x (target >= ${target}x) ${verdict(ratio >= target)}`);
+  };
+  against("hot_c256", "peer_hot_c256", "hot coupon @256 / Redis+Lua peer", 1);
+  against("soldout_c256", "peer_soldout_c256", "sold-out flood @256 / Redis+Lua peer", 1);
+  against("soldout_c256", "bare_live_c256", "sold-out flood @256 / bare Bun.serve trivial route", 0.5);
+  against("live_c256", "bare_live_c256", "GET /health/live @256 / bare Bun.serve trivial route", 0.8);
 }
 
 /** Warns when other programs took a noticeable share of the CPU during a run: its figures are then low. */
@@ -353,16 +443,28 @@ async function main(): Promise<number> {
     await build();
     console.log(`\nDatabase ${database.name}; wrk -t2, ${seconds}s per measured run after ${warmup}s of warm-up`);
     const runs: Run[] = [];
+    const redisUrl = process.env.BENCH_REDIS_URL || "redis://127.0.0.1:6379";
+    const redis = await peerRedis(redisUrl);
+    const skippedWhy = `no Redis answers at ${redisUrl}`;
+    console.log(redis ? `Redis+Lua peer over ${redisUrl} (${redis.durability})` : `Redis+Lua peer: ${skippedWhy}`);
     // BENCH_ONLY=hot_c256,hot_c256_keys runs those rows alone (ids as in SCENARIOS).
     const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
-    for (const scenario of SCENARIOS.filter((candidate) => !only || only.includes(candidate.id))) {
-      const batch = scenario.kind === "live" ? "" : ` CLAIM_BATCH_MAX=${scenario.batchMax ?? "default"}`;
+    const chosen = SCENARIOS.filter((candidate) => !only || only.includes(candidate.id));
+    const skipped = chosen.filter((scenario) => scenario.peer && !redis);
+    for (const scenario of chosen.filter((candidate) => !skipped.includes(candidate))) {
+      const batch =
+        scenario.kind === "live" || scenario.peer ? "" : ` CLAIM_BATCH_MAX=${scenario.batchMax ?? "default"}`;
       console.log(`  running ${scenario.label} @${scenario.connections}${batch}`);
-      runs.push(...(await runScenario(scenario, database, seconds, warmup)));
+      runs.push(...(await runScenario(scenario, database, seconds, warmup, redis)));
     }
     const problems = [...checkAnswers(runs), ...(await checkLedger(database.url, runs))];
+    if (redis) problems.push(...(await checkPeerLedger(redis, database.name, runs)));
     const measured = runs.filter((run) => run.phase === "measure");
-    printTable(measured);
+    printTable(measured, skipped, skippedWhy);
+    if (redis)
+      console.log(
+        `\nDurability: the service answers 201 once PostgreSQL has committed the claim; the Redis+Lua peer once Redis has it in memory (${redis.durability}: a crash can lose acknowledged claims, up to a second's with appendfsync everysec).`,
+      );
     printTargets(measured);
     warnIfBusy(measured);
     console.log(problems.length === 0 ? "\nPASS: no claim lost or invented" : `\nFAIL:\n  ${problems.join("\n  ")}`);

@@ -69,12 +69,12 @@ function freePort(): number {
   return port;
 }
 
-/** Polls GET /health/ready until 200; throws if the process exits first or the deadline passes. */
-async function waitReady(baseUrl: string, proc: Bun.Subprocess): Promise<void> {
+/** Polls GET `path` (/health/ready) until 200; throws if the process exits first or the deadline passes. */
+async function waitReady(baseUrl: string, proc: Bun.Subprocess, path = "/health/ready"): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`service exited with code ${proc.exitCode} before it was ready`);
-    const status = await fetch(`${baseUrl}/health/ready`, { signal: AbortSignal.timeout(1000) })
+    const status = await fetch(`${baseUrl}${path}`, { signal: AbortSignal.timeout(1000) })
       .then((response) => response.status)
       .catch(() => 0);
     if (status === 200) return;
@@ -101,11 +101,34 @@ export async function startService(
     LOG_LEVEL: "warn",
     ...settings,
   };
-  const proc = Bun.spawn([BINARY], { cwd: ROOT, env, stdout, stderr: "inherit" });
+  return spawnReady([BINARY], env, port, stdout, "/health/ready");
+}
+
+/** Starts the Redis+Lua benchmark peer (bench/redis-peer.ts) over `redisUrl`, its keys under `prefix`. */
+export function startPeer(redisUrl: string, prefix: string): Promise<Service> {
+  const port = freePort();
+  const env = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    REDIS_URL: redisUrl,
+    PORT: String(port),
+    PEER_PREFIX: prefix,
+  };
+  return spawnReady([process.execPath, join(import.meta.dir, "redis-peer.ts")], env, port, "inherit", "/health/live");
+}
+
+/** Spawns `command` listening on `port` and waits until GET `readyPath` answers 200. */
+async function spawnReady(
+  command: string[],
+  env: Record<string, string>,
+  port: number,
+  stdout: "inherit" | Bun.BunFile,
+  readyPath: string,
+): Promise<Service> {
+  const proc = Bun.spawn(command, { cwd: ROOT, env, stdout, stderr: "inherit" });
   const baseUrl = `http://127.0.0.1:${port}`;
   const kill = () => proc.kill("SIGKILL");
   try {
-    await waitReady(baseUrl, proc);
+    await waitReady(baseUrl, proc, readyPath);
   } catch (error) {
     kill();
     await proc.exited;

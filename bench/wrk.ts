@@ -53,6 +53,8 @@ export interface WrkOptions {
   servicePid: number;
   /** The benchmark database, to tell its PostgreSQL backends from other sessions'. */
   databaseName: string;
+  /** The store's process when it is not PostgreSQL (the Redis server behind the peer): its CPU share instead. */
+  storePid?: number;
 }
 
 /** The wrk process under way, so an interrupted benchmark can end it. */
@@ -79,9 +81,9 @@ export function parseSeconds(text: string, name: string): number {
 
 /** Runs wrk -t2 for `seconds` and returns its result line and the CPU shares over the run. */
 export async function runWrk(options: WrkOptions): Promise<{ result: WrkResult; cpu: CpuShare }> {
-  const { url, connections, seconds, args, servicePid, databaseName } = options;
+  const { url, connections, seconds, args, servicePid, databaseName, storePid } = options;
   const command = ["wrk", "-t2", `-c${connections}`, `-d${seconds}s`, "--timeout", WRK_TIMEOUT, "-s", SCRIPT, url];
-  const before = cpuSnapshot(servicePid, databaseName);
+  const before = cpuSnapshot(servicePid, databaseName, storePid);
   const started = performance.now();
   const proc = Bun.spawn([...command, ...args], { stdout: "pipe", stderr: "pipe" });
   running = proc;
@@ -93,7 +95,7 @@ export async function runWrk(options: WrkOptions): Promise<{ result: WrkResult; 
   ]);
   clearTimeout(watchdog);
   running = undefined;
-  const after = cpuSnapshot(servicePid, databaseName);
+  const after = cpuSnapshot(servicePid, databaseName, storePid);
   const wallSeconds = (performance.now() - started) / 1000;
   const line = stdout.split("\n").find((text) => text.startsWith(RESULT_PREFIX));
   if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}):\n${stdout}\n${stderr}`);
@@ -102,9 +104,10 @@ export async function runWrk(options: WrkOptions): Promise<{ result: WrkResult; 
   return { result: JSON.parse(line.slice(RESULT_PREFIX.length)) as WrkResult, cpu };
 }
 
-/** Reads the service's, PostgreSQL's and the whole machine's CPU ticks so far. */
-function cpuSnapshot(servicePid: number, databaseName: string): CpuSnapshot {
-  return { service: processTicks(servicePid), postgres: postgresTicks(databaseName), machine: machineBusyTicks() };
+/** Reads the service's, its store's (PostgreSQL's, or `storePid`'s) and the whole machine's CPU ticks so far. */
+function cpuSnapshot(servicePid: number, databaseName: string, storePid?: number): CpuSnapshot {
+  const store = storePid === undefined ? postgresTicks(databaseName) : new Map([[storePid, processTicks(storePid)]]);
+  return { service: processTicks(servicePid), postgres: store, machine: machineBusyTicks() };
 }
 
 /** Turns two snapshots and wrk's own CPU seconds into % of one core over the wall time. */
