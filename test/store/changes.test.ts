@@ -1,26 +1,17 @@
 // The change feed: a committed change reaches every listener, a rolled-back one never does; the feed
 // is live only while its connection is known good (cut or stalled, it says so at once or within a
 // heartbeat) and comes back by itself; it measures the database's clock against the process's.
-import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { describe, expect, it } from "bun:test";
 import { sql } from "drizzle-orm";
 import { loadConfig } from "../../src/config";
 import { createLogger } from "../../src/log";
 import { announceChange, type ChangeFeed, listenPostgres } from "../../src/store/changes";
 import { openPglite } from "../../src/store/client";
-import { createTestDatabase, type TestDatabase } from "../support/database";
+import { createTestDatabase } from "../support/database";
 import { defaultLeaseMs } from "../support/feed";
-import { type FaultProxy, startFaultProxy } from "../support/proxy";
+import { proxiedDatabaseForSuite } from "../support/proxy";
 
-let database: TestDatabase;
-let proxy: FaultProxy;
-beforeAll(async () => {
-  database = await createTestDatabase();
-  proxy = await startFaultProxy(database.url);
-});
-afterAll(async () => {
-  await proxy.close();
-  await database.drop();
-});
+const suite = proxiedDatabaseForSuite();
 
 const config = () => loadConfig({ DATABASE_CONNECT_TIMEOUT_MS: "1000" });
 const log = createLogger("silent");
@@ -42,21 +33,21 @@ function recorded(feed: ChangeFeed) {
 
 describe("listenPostgres", () => {
   it("delivers a change once its transaction commits, and never one that rolled back", async () => {
-    const feed = listenPostgres(database.url, config(), { log, leaseMs: defaultLeaseMs });
+    const feed = listenPostgres(suite.database.url, config(), { log, leaseMs: defaultLeaseMs });
     const events = recorded(feed);
     await until(() => feed.live, "live");
-    await database.handle.db.transaction(async (tx) => {
+    await suite.database.handle.db.transaction(async (tx) => {
       await tx.execute(announceChange("kept"));
       await Bun.sleep(50);
       expect(events).toEqual([]); // not before the commit
     });
-    await database.handle.db
+    await suite.database.handle.db
       .transaction(async (tx) => {
         await tx.execute(announceChange("undone"));
         throw new Error("roll back");
       })
       .catch(() => {});
-    await database.handle.db.execute(announceChange("after"));
+    await suite.database.handle.db.execute(announceChange("after"));
     await until(() => events.length >= 2, "two changes");
     await Bun.sleep(50);
     expect(events).toEqual(["change kept", "change after"]);
@@ -64,7 +55,7 @@ describe("listenPostgres", () => {
   });
 
   it("measures the database's clock against a skewed process clock", async () => {
-    const feed = listenPostgres(database.url, config(), {
+    const feed = listenPostgres(suite.database.url, config(), {
       log,
       leaseMs: defaultLeaseMs,
       wallClock: () => Date.now() - 60_000,
@@ -76,25 +67,25 @@ describe("listenPostgres", () => {
   });
 
   it("is lost the moment its connection is cut, and live again once the database is back", async () => {
-    const feed = listenPostgres(proxy.url, config(), { log, leaseMs: defaultLeaseMs, heartbeatMs: 10_000 });
+    const feed = listenPostgres(suite.proxy.url, config(), { log, leaseMs: defaultLeaseMs, heartbeatMs: 10_000 });
     const events = recorded(feed);
     await until(() => feed.live, "live");
-    proxy.cut();
+    suite.proxy.cut();
     await until(() => !feed.live, "lost", 1000); // no heartbeat needed: the close is seen at once
     expect(events).toEqual(["lost"]);
-    proxy.restore();
+    suite.proxy.restore();
     await until(() => feed.live, "live again");
-    await database.handle.db.execute(announceChange("heard"));
+    await suite.database.handle.db.execute(announceChange("heard"));
     await until(() => events.includes("change heard"), "a change after the reconnect");
     await feed.close();
   });
 
   it("is lost within a heartbeat when its connection stalls without closing", async () => {
-    const feed = listenPostgres(proxy.url, config(), { log, leaseMs: defaultLeaseMs, heartbeatMs: 100 });
+    const feed = listenPostgres(suite.proxy.url, config(), { log, leaseMs: defaultLeaseMs, heartbeatMs: 100 });
     await until(() => feed.live, "live");
-    proxy.stall();
+    suite.proxy.stall();
     await until(() => !feed.live, "lost after a missed heartbeat", 3000);
-    proxy.restore();
+    suite.proxy.restore();
     await until(() => feed.live, "live again");
     await feed.close();
   });
@@ -103,15 +94,15 @@ describe("listenPostgres", () => {
     // The probe goes to another database, whose notifications never reach this listener: the case of
     // a transaction pooler that accepts LISTEN and then delivers nothing.
     const elsewhere = await createTestDatabase({ migrate: false });
-    const misrouted = listenPostgres(database.url, config(), {
+    const misrouted = listenPostgres(suite.database.url, config(), {
       log,
       leaseMs: defaultLeaseMs,
       probe: (payload) => elsewhere.handle.db.execute(announceChange(payload)),
     });
-    const routed = listenPostgres(database.url, config(), {
+    const routed = listenPostgres(suite.database.url, config(), {
       log,
       leaseMs: defaultLeaseMs,
-      probe: (payload) => database.handle.db.execute(announceChange(payload)),
+      probe: (payload) => suite.database.handle.db.execute(announceChange(payload)),
     });
     const events = recorded(routed);
     await until(() => routed.live, "the routed feed live");

@@ -1,6 +1,9 @@
 // A TCP proxy of the test's own between a client and a server (the service and PostgreSQL, or an HTTP
 // client and the service), to cut, stall and restore a connection mid-load without touching either.
+
+import { afterAll, beforeAll } from "bun:test";
 import net from "node:net";
+import { createTestDatabase, type TestDatabase } from "./database";
 
 /** Which way a stall holds bytes: both ways, only the server's answers, or only the client's requests. */
 export type StallDirection = "both" | "to-client" | "to-server";
@@ -103,4 +106,18 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** A database of the enclosing describe block's (or file's) own behind a fault proxy, ready inside its tests. */
+export function proxiedDatabaseForSuite(): { readonly database: TestDatabase; readonly proxy: FaultProxy } {
+  const suite = {} as { database: TestDatabase; proxy: FaultProxy };
+  beforeAll(async () => {
+    suite.database = await createTestDatabase();
+    suite.proxy = await startFaultProxy(suite.database.url);
+  });
+  afterAll(async () => {
+    await suite.proxy.close();
+    await suite.database.drop();
+  });
+  return suite;
 }
