@@ -3,7 +3,7 @@
 // Claimer that answers it. The HTTP edge builds requests and renders results; the engine decides them;
 // the store speaks their SQL.
 import type { Coupon, SaleChange, Schedule } from "./coupon";
-import type { ClaimOutcome, CreateOutcome } from "./outcomes";
+import { type ClaimOutcome, type CreateOutcome, claimOutcomes } from "./outcomes";
 
 /** A request's Idempotency-Key, what it must be the same request as, and how long the key lives. */
 export interface IdempotencyKey {
@@ -54,6 +54,21 @@ interface OutcomeFields {
 export type ClaimResult = {
   [O in ClaimOutcome]: { outcome: O; replayed?: true } & (O extends keyof OutcomeFields ? OutcomeFields[O] : unknown);
 }[ClaimOutcome];
+
+/** The outcomes that carry nothing but their name (and `replayed`). */
+export type PlainOutcome = Exclude<ClaimOutcome, keyof OutcomeFields>;
+
+const carriesFields: ReadonlySet<ClaimOutcome> = new Set(["created", "released", "sale_not_started"]);
+
+/**
+ * The result of each plain outcome, one shared frozen object each: a flood answered from memory, a
+ * batch of refusals or a herd refused for overload allocates nothing per claim.
+ */
+export const plainResults = Object.fromEntries(
+  claimOutcomes
+    .filter((outcome) => !carriesFields.has(outcome))
+    .map((outcome) => [outcome, Object.freeze({ outcome })]),
+) as { readonly [O in PlainOutcome]: Extract<ClaimResult, { outcome: O }> };
 
 /** A coupon to create, with its schedule, arriving at `arrivedAt` with its deadline. */
 export interface CreateRequest {

@@ -50,9 +50,6 @@ export function fail(failure: Failure, cause?: unknown): AppError {
     : new AppError(failure.code, failure.detail, { cause });
 }
 
-/** Nothing was applied (or a retry is safe): SERVICE_UNAVAILABLE, retry after a second. */
-export const unavailable = (detail: string) => fail({ code: "SERVICE_UNAVAILABLE", detail });
-
 /** The failure for an unknown coupon named in the request's path. */
 export const couponNotFound = (name: string) =>
   new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(name)}.`);

@@ -10,7 +10,7 @@
 // (store/changes.ts) with a margin: claims within it of a bound go to the database. Memory answers
 // only under the change feed's lease (store/changes.ts): while it does not hold, nothing is answered
 // from memory.
-import type { ClaimResult } from "../domain/claim";
+import { type ClaimResult, plainResults } from "../domain/claim";
 import { errorFields, type Logger } from "../log";
 import type { ChangeFeed } from "../store/changes";
 import { type ClaimSnapshot, claimSnapshot } from "../store/claims";
@@ -79,14 +79,6 @@ const FENCED_RETRY_MS = 50;
 // A Set entry plus a string header (measured ~100 bytes for a 15-character id on Bun 1.4), rounded up.
 const idBytes = (id: string) => 80 + 2 * id.length;
 
-// Shared, frozen answers: a flood answered from memory allocates nothing per claim (but Retry-After).
-const fixed = Object.fromEntries(
-  (["already_claimed", "sale_paused", "sale_ended", "sold_out"] as const).map((outcome) => [
-    outcome,
-    Object.freeze({ outcome }),
-  ]),
-) as Record<Exclude<MemoryAnswer["outcome"], "sale_not_started">, MemoryAnswer>;
-
 /** What the snapshot says, or undefined when a claim could win as of it (nothing to answer from memory). */
 function knownFrom(snapshot: Extract<ClaimSnapshot, { fenced: false }>): Known | undefined {
   const { now, startsAt, endsAt } = snapshot;
@@ -149,14 +141,15 @@ export function createAnswers(db: Database, options: AnswersOptions): Answers {
 
   /** The database's answer at `now` (± `m`) by its rules in its order, or undefined where `now` is too close to a bound to tell. */
   function rules(known: Known, holder: boolean, now: number, m: number): MemoryAnswer | undefined {
-    if (holder) return fixed.already_claimed;
-    if (known.paused) return fixed.sale_paused;
+    if (holder) return plainResults.already_claimed;
+    if (known.paused) return plainResults.sale_paused;
     if (known.startsAt !== null && now - m < known.startsAt) {
       if (now + m >= known.startsAt) return undefined;
       return { outcome: "sale_not_started", retryAfter: Math.ceil((known.startsAt - now) / 1000) };
     }
-    if (known.endsAt !== null && now + m >= known.endsAt) return now - m >= known.endsAt ? fixed.sale_ended : undefined;
-    return known.soldOut ? fixed.sold_out : undefined;
+    if (known.endsAt !== null && now + m >= known.endsAt)
+      return now - m >= known.endsAt ? plainResults.sale_ended : undefined;
+    return known.soldOut ? plainResults.sold_out : undefined;
   }
 
   return {

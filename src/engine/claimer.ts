@@ -3,10 +3,18 @@
 // memory when it cannot be wrong (answers.ts), else the coupon's next batch (group-commit.ts), whose
 // one statement decides it under the coupon's lock (store/claims.ts); a refusal for overload is paced.
 // Every expected outcome is a value of domain/outcomes.ts, never a thrown error.
-import type { Claimer, ClaimRequest, ClaimResult, ClaimTracing, CreateRequest, CreateResult } from "../domain/claim";
+import {
+  type Claimer,
+  type ClaimRequest,
+  type ClaimResult,
+  type ClaimTracing,
+  type CreateRequest,
+  type CreateResult,
+  plainResults,
+} from "../domain/claim";
 import type { Coupon, SaleChange } from "../domain/coupon";
 import { couponNotFound, fail, failures } from "../domain/errors";
-import { type ClaimOutcome, claimOutcomes, closedOutcomes } from "../domain/outcomes";
+import { closedOutcomes } from "../domain/outcomes";
 import { errorFields, type Logger } from "../log";
 import type { ChangeFeed } from "../store/changes";
 import { decideClaims } from "../store/claims";
@@ -40,12 +48,6 @@ export interface ClaimerOptions {
   /** Spans of the queue waits and the batches (tracing/tracing.ts); none by default. */
   tracing?: ClaimTracing;
 }
-
-// Shared, frozen results: a flood answered from memory or refused allocates nothing per claim here.
-const results = Object.fromEntries(claimOutcomes.map((outcome) => [outcome, Object.freeze({ outcome })])) as Record<
-  ClaimOutcome,
-  ClaimResult
->;
 
 // A failed batch's log line names the traces of the sampled requests it answered 503 (the only ones
 // that carry a trace; the first 8: a line stays short at 100% sampling, and any one of them leads to
@@ -116,12 +118,12 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer & 
   let held = 0;
   const paced = (request: ClaimRequest): Promise<ClaimResult> | ClaimResult => {
     const ms = Math.min(options.refusalDelayMs, request.deadline - performance.now());
-    if (ms <= 0 || held >= options.pendingMax) return results.overloaded;
+    if (ms <= 0 || held >= options.pendingMax) return plainResults.overloaded;
     held++;
     return new Promise((resolve) =>
       setTimeout(() => {
         held--;
-        resolve(results.overloaded);
+        resolve(plainResults.overloaded);
       }, ms),
     );
   };
@@ -130,7 +132,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer & 
   function enqueue(request: ClaimRequest): Promise<ClaimResult> {
     return batches.submit(request.coupon, request).then((answer) => {
       if (answer === "overloaded") return paced(request);
-      if (typeof answer === "string") return results[answer];
+      if (typeof answer === "string") return plainResults[answer];
       heard(request.coupon, answer);
       return answer;
     });
@@ -166,9 +168,9 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer & 
         token = await fence(request.coupon, request.deadline);
       } catch (error) {
         log.warn("could not fence a release; answered 503", { coupon_name: request.coupon, ...errorFields(error) });
-        return results.unconfirmed;
+        return plainResults.unconfirmed;
       }
-      if (token === "late") return results.expired;
+      if (token === "late") return plainResults.expired;
       // No such coupon, nothing fenced: the batch answers not_found (stored under a key, if any).
       const result = await enqueue(token === undefined ? request : { ...request, fence: token });
       if (result.outcome !== "expired" || performance.now() >= request.deadline) return result;
@@ -190,7 +192,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer & 
   /** A keyed request in its key's turn: a second request with the key waits for the first one's answer. */
   async function inTurn(request: ClaimRequest, key: string): Promise<ClaimResult> {
     const result = await turns.take(key, request.deadline, () => admit(request), isUnconfirmed);
-    return result === "in_use" ? results.idempotency_key_in_use : result;
+    return result === "in_use" ? plainResults.idempotency_key_in_use : result;
   }
 
   return {

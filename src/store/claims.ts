@@ -7,7 +7,7 @@
 // transaction, so once it is sent there is nothing left to abort: the answer that comes back is
 // committed.
 import { sql } from "drizzle-orm";
-import type { ClaimRequest, ClaimResult } from "../domain/claim";
+import { type ClaimRequest, type ClaimResult, plainResults } from "../domain/claim";
 import type { DecidedOutcome } from "../domain/outcomes";
 import { type Database, queryRows } from "./database";
 import { pgErrorCode, UNIQUE_VIOLATION } from "./errors";
@@ -91,25 +91,9 @@ function toResult(decision: ClaimDecision): ClaimResult {
         ...replayed,
       };
     default:
-      return decision.replayed ? { outcome: decision.outcome, replayed: true } : refusals[decision.outcome];
+      return decision.replayed ? { outcome: decision.outcome, replayed: true } : plainResults[decision.outcome];
   }
 }
-
-// Shared, frozen refusals: a batch of refusals allocates nothing per claim.
-const refusals = Object.fromEntries(
-  (
-    [
-      "already_claimed",
-      "sold_out",
-      "sale_paused",
-      "sale_ended",
-      "not_found",
-      "claim_not_found",
-      "idempotency_key_reused",
-      "expired",
-    ] as const
-  ).map((outcome) => [outcome, Object.freeze({ outcome })]),
-) as Record<Exclude<DecidedOutcome, "created" | "released" | "sale_not_started">, ClaimResult>;
 
 /** The rows of one call as the batch's decisions. */
 function toBatch(requests: readonly BatchRequest[], rows: DecisionRow[]): BatchResult {
