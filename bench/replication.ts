@@ -8,7 +8,7 @@
 import postgres from "postgres";
 import { type ReplicatedPair, startReplicatedPair } from "../test/support/cluster";
 import { build, createBenchDatabase, postJson, type Service, startService } from "./service";
-import { describeMachine, killWrk, parseSeconds, requireWrk, runWrk, type WrkResult } from "./wrk";
+import { type CpuShare, describeMachine, killWrk, parseSeconds, requireWrk, runWrk, type WrkResult } from "./wrk";
 
 const HOT_STOCK = 100_000_000;
 const WARMUP_SECONDS = 2;
@@ -19,7 +19,7 @@ interface Run {
   /** Median of single-row commits one after the other on an idle connection, just before the run. */
   commitMs: number;
   result: WrkResult;
-  cpu: { service: number; postgres: number; wrk: number; other: number };
+  cpu: CpuShare;
 }
 
 let pair: ReplicatedPair | undefined;

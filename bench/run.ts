@@ -270,12 +270,21 @@ async function checkPeerLedger(redis: PeerRedis, prefix: string, runs: Run[]): P
       if (!ok)
         problems.push(`peer ${coupon}: stock ${stock} + holders ${holders} for amount ${amount}, ${created} 201s`);
     }
+  } finally {
+    client.close();
+  }
+  return problems;
+}
+
+/** Deletes the peer's keys of this run (all under `prefix`), however the run ended. */
+async function dropPeerKeys(redis: PeerRedis, prefix: string): Promise<void> {
+  const client = new RedisClient(redis.url);
+  try {
     const keys = (await client.send("KEYS", [`${prefix}:*`])) as string[];
     if (keys.length > 0) await client.send("DEL", keys);
   } finally {
     client.close();
   }
-  return problems;
 }
 
 /** The Redis at `url` for the peer's rows, or undefined when none answers there. */
@@ -437,6 +446,7 @@ async function main(): Promise<number> {
   const adminUrl = process.env.BENCH_DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
   const database = await createBenchDatabase(adminUrl);
   cleanUpOnInterrupt(database);
+  let redis: PeerRedis | undefined;
   try {
     const machine = describeMachine(database.serverVersion).map((line) => `  ${line}`);
     console.log(`Machine\n${machine.join("\n")}\n`);
@@ -444,7 +454,7 @@ async function main(): Promise<number> {
     console.log(`\nDatabase ${database.name}; wrk -t2, ${seconds}s per measured run after ${warmup}s of warm-up`);
     const runs: Run[] = [];
     const redisUrl = process.env.BENCH_REDIS_URL || "redis://127.0.0.1:6379";
-    const redis = await peerRedis(redisUrl);
+    redis = await peerRedis(redisUrl);
     const skippedWhy = `no Redis answers at ${redisUrl}`;
     console.log(redis ? `Redis+Lua peer over ${redisUrl} (${redis.durability})` : `Redis+Lua peer: ${skippedWhy}`);
     // BENCH_ONLY=hot_c256,hot_c256_keys runs those rows alone (ids as in SCENARIOS).
@@ -471,6 +481,7 @@ async function main(): Promise<number> {
     return problems.length === 0 ? 0 : 1;
   } finally {
     current?.kill();
+    if (redis) await dropPeerKeys(redis, database.name).catch(() => {});
     await database.drop();
   }
 }

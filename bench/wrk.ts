@@ -29,7 +29,7 @@ export interface WrkResult {
 /** CPU used during the run, in % of one core (the machine has nproc × 100 %). */
 export interface CpuShare {
   service: number;
-  /** This database's backends plus PostgreSQL's own background processes. */
+  /** The store: this database's backends plus PostgreSQL's own background processes (or `storePid`'s). */
   postgres: number;
   wrk: number;
   /** Everything else on the machine (other databases' backends, other programs, the kernel's own threads). */
