@@ -61,9 +61,17 @@ export interface Problem {
   request_id?: string;
 }
 
+/** Each code's problem type URI, e.g. SOLD_OUT -> https://coupon-service.dev/problems/sold-out (built once). */
+const problemTypes = Object.fromEntries(
+  Object.keys(errorStatus).map((code) => [
+    code,
+    `https://coupon-service.dev/problems/${code.toLowerCase().replaceAll("_", "-")}`,
+  ]),
+) as Record<ErrorCode, string>;
+
 export function toProblem(code: ErrorCode, detail: string, instance?: string, requestId?: string): Problem {
   return {
-    type: `https://coupon-service.dev/problems/${code.toLowerCase().replaceAll("_", "-")}`,
+    type: problemTypes[code],
     title: titles[code],
     status: errorStatus[code],
     detail,
@@ -84,19 +92,24 @@ export interface ProblemContext {
   replayed?: boolean;
 }
 
-/**
- * Renders a problem as an `application/problem+json` response: for thrown AppErrors (errorResponse)
- * and for a claim's expected rejections, which are returned, not thrown (no Error, no stack).
- */
-export function problemResponse(code: ErrorCode, detail: string, context: ProblemContext = {}): Response {
+/** The headers of a problem answer, in the order they are written. */
+function problemHeaders(code: ErrorCode, context: ProblemContext): Record<string, string> {
   const headers: Record<string, string> = { "content-type": "application/problem+json" };
   if (context.retryAfter !== undefined) headers["retry-after"] = String(context.retryAfter);
   if (code === "UNAUTHORIZED") headers["www-authenticate"] = 'Bearer realm="coupon-service"'; // RFC 9110
   if (context.requestId) headers["x-request-id"] = context.requestId;
   if (context.replayed) headers[REPLAYED_HEADER] = "true";
+  return headers;
+}
+
+/**
+ * Renders a problem as an `application/problem+json` response: for thrown AppErrors (errorResponse)
+ * and for a claim's expected rejections, which are returned, not thrown (no Error, no stack).
+ */
+export function problemResponse(code: ErrorCode, detail: string, context: ProblemContext = {}): Response {
   return new Response(JSON.stringify(toProblem(code, detail, context.instance, context.requestId)), {
     status: errorStatus[code],
-    headers,
+    headers: problemHeaders(code, context),
   });
 }
 
@@ -181,27 +194,32 @@ export function mapError(
 export type ResponseSet = { status?: number | string; headers: Record<string, string | number | undefined> };
 
 /**
- * A claim's, release's or create's refusal (domain/outcomes.ts) on `coupon` as its problem response:
+ * A claim's, release's or create's refusal (domain/outcomes.ts) on `coupon` as its problem answer:
  * returned rather than thrown (no Error, no stack on a sold-out flood). Retry-After only on an answer
  * a later retry can change (the table's `retry`): those are never stored under a key, so a replay
- * never lacks it; `retryAfter` is the result's own (sale_not_started).
+ * never lacks it; `retryAfter` is the result's own (sale_not_started). The status and headers go on
+ * `set` and the body is returned as text: the same bytes as problemResponse, without a Response the
+ * framework would copy again to merge `set` into it (a tenth of a sold-out flood's time went there).
  */
 export function refusal(
   result: { outcome: string; replayed?: true; retryAfter?: number },
   coupon: string,
   set: ResponseSet,
   path: string,
-): Response {
+): string {
   const rejection = (rejections as Partial<Record<string, Rejection>>)[result.outcome];
   // A success rendered as a refusal is a bug of the route: a logged 500, not a wrong answer.
   if (!rejection) throw new Error(`${result.outcome} is not a refusal`);
-  set.status = errorStatus[rejection.code];
-  return problemResponse(rejection.code, detailOf(rejection, coupon), {
-    instance: path,
-    requestId: set.headers["x-request-id"] as string | undefined,
+  const { code } = rejection;
+  const requestId = set.headers["x-request-id"] as string | undefined;
+  set.status = errorStatus[code];
+  const context: ProblemContext = {
+    requestId,
     retryAfter: rejection.retry ? (result.retryAfter ?? rejection.retryAfter) : undefined,
     replayed: result.replayed,
-  });
+  };
+  Object.assign(set.headers, problemHeaders(code, context));
+  return JSON.stringify(toProblem(code, detailOf(rejection, coupon), path, requestId));
 }
 
 /** Marks a success given again from its Idempotency-Key (a problem carries the header by problemResponse). */

@@ -6,6 +6,8 @@ import { type ClaimOutcome, claimOutcomes } from "../domain/outcomes";
 export interface Metrics {
   registry: Registry;
   requestDuration: Histogram<"method" | "route" | "status">;
+  /** Observes one request's duration under its labels, through a child bound once per label set. */
+  observeRequest(method: string, route: string, status: number, seconds: number): void;
   /** One pre-bound counter per outcome: no label hashing on the claim path. */
   claimOutcomes: Record<ClaimOutcome, { inc(): void }>;
 }
@@ -97,5 +99,17 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
     return child;
   };
   const outcomes = Object.fromEntries(claimOutcomes.map((outcome) => [outcome, bind(outcome)]));
-  return { registry, requestDuration, claimOutcomes: outcomes as Metrics["claimOutcomes"] };
+  // prom-client hashes the label object on every observe(); a child per label set skips that. As
+  // many children as the histogram itself holds series (routes are labels, not paths: bounded).
+  const children = new Map<string, { observe(value: number): void }>();
+  const observeRequest = (method: string, route: string, status: number, seconds: number) => {
+    const key = `${method} ${status} ${route}`;
+    let child = children.get(key);
+    if (!child) {
+      child = requestDuration.labels({ method, route, status: String(status) });
+      children.set(key, child);
+    }
+    child.observe(seconds);
+  };
+  return { registry, requestDuration, observeRequest, claimOutcomes: outcomes as Metrics["claimOutcomes"] };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { AppError } from "../../src/domain/errors";
-import { rejections } from "../../src/domain/outcomes";
+import { detailOf, rejections } from "../../src/domain/outcomes";
 import {
   describeValidation,
   errorResponse,
@@ -94,22 +94,54 @@ describe("toAppError", () => {
 });
 
 describe("refusal", () => {
+  /** The answer as the framework sends it: the returned body with `set`'s status and headers. */
+  const rendered = (body: string, set: ResponseSet) =>
+    new Response(body, { status: Number(set.status), headers: set.headers as Record<string, string> });
+
   it("renders an outcome from the table: its status set for the request log, Retry-After only when a retry can change it", async () => {
     const set: ResponseSet = { headers: { "x-request-id": "r9" } };
-    const response = refusal({ outcome: "sale_not_started", retryAfter: 7 }, "SALE", set, "/api/coupons/claim");
+    const response = rendered(
+      refusal({ outcome: "sale_not_started", retryAfter: 7 }, "SALE", set, "/api/coupons/claim"),
+      set,
+    );
     expect([set.status, response.status, response.headers.get("retry-after")]).toEqual([409, 409, "7"]);
     expect(await response.json()).toEqual(
       toProblem("SALE_NOT_STARTED", rejections.sale_not_started.detail as string, "/api/coupons/claim", "r9"),
     );
-    const soldOut = refusal({ outcome: "sold_out", replayed: true }, "SALE", { headers: {} }, "/x");
+    const replaySet: ResponseSet = { headers: {} };
+    const soldOut = rendered(refusal({ outcome: "sold_out", replayed: true }, "SALE", replaySet, "/x"), replaySet);
     expect([soldOut.headers.get("retry-after"), soldOut.headers.get("idempotent-replayed")]).toEqual([null, "true"]);
   });
 
-  it("names the coupon where the outcome's detail does (a create whose name is taken)", async () => {
-    const response = refusal({ outcome: "coupon_exists" }, "BLACK_FRIDAY", { headers: {} }, "/api/coupons");
-    expect(((await response.json()) as { detail: string }).detail).toBe(
-      'A coupon named "BLACK_FRIDAY" already exists.',
-    );
+  it("names the coupon where the outcome's detail does (a create whose name is taken)", () => {
+    const body = refusal({ outcome: "coupon_exists" }, "BLACK_FRIDAY", { headers: {} }, "/api/coupons");
+    expect((JSON.parse(body) as { detail: string }).detail).toBe('A coupon named "BLACK_FRIDAY" already exists.');
+  });
+
+  // refusal writes its answer onto `set` for speed; problemResponse is the one rendering of a problem.
+  // Every outcome of the table, replayed or not, with or without a request id: the same status,
+  // headers and bytes either way.
+  it("answers every refusal exactly as problemResponse renders the same problem", async () => {
+    for (const [outcome, rejection] of Object.entries(rejections)) {
+      for (const replayed of [undefined, true] as const) {
+        for (const requestId of [undefined, "rid-7"]) {
+          const set: ResponseSet = { headers: requestId ? { "x-request-id": requestId } : {} };
+          const mine = rendered(refusal({ outcome, replayed, retryAfter: 3 }, "C1", set, "/p"), set);
+          // The result's own Retry-After (3) wins where a retry can change the answer.
+          const reference = problemResponse(rejection.code, detailOf(rejection, "C1"), {
+            instance: "/p",
+            requestId,
+            retryAfter: rejection.retry ? 3 : undefined,
+            replayed,
+          });
+          expect([mine.status, [...mine.headers], await mine.text()]).toEqual([
+            reference.status,
+            [...reference.headers],
+            await reference.text(),
+          ]);
+        }
+      }
+    }
   });
 
   it("throws for a success, so a route that renders one as a refusal answers a logged 500, never a wrong problem", () => {
