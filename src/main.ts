@@ -39,19 +39,21 @@ async function serve(): Promise<void> {
       hint: "set DATABASE_URL=postgres://user:pass@host:5432/db to use PostgreSQL and run several replicas",
     });
   }
-  // How the server-side timeouts reach the pool's statements (read now, before anything else runs).
-  const timeouts = await database.timeouts();
-  if (timeouts) {
-    const line = describeTimeouts(timeouts);
-    log[line.level](line.msg, line.fields);
-  }
-  await database.migrate();
-  log.info("migrations applied", { database: database.kind });
+  // The steps that wait on the database go out together (each on a connection of its own; every
+  // statement waits for the timeouts' reading first, timeouts.ts), and the app is built while they
+  // wait: start-up costs the slowest of them, not their sum. Their results are taken in this order,
+  // so the log reads as before and the first failure is the one reported.
   const lockCheckStart = performance.now();
-  await database.checkLock();
-  log.info("advisory lock self-test passed", { duration_ms: Math.round(performance.now() - lockCheckStart) });
-
-  const feed = await database.listen({ log, leaseMs: config.MEMORY_LEASE_MS });
+  const steps = {
+    // How the server-side timeouts reach the pool's statements.
+    timeouts: database.timeouts(),
+    migrated: database.migrate(),
+    lockChecked: database.checkLock().then(() => Math.round(performance.now() - lockCheckStart)),
+    feed: database.listen({ log, leaseMs: config.MEMORY_LEASE_MS }),
+  };
+  // Awaited below one by one: a step failing while an earlier one is awaited is not unhandled.
+  for (const step of Object.values(steps)) step.catch(() => {});
+  const feed = await steps.feed;
   let draining = false;
   let closing = false;
   const claimer = createClaimer(database.db, {
@@ -78,7 +80,16 @@ async function serve(): Promise<void> {
     idempotencyTtlMs: durationMs(config.IDEMPOTENCY_TTL),
     readSlots: createReadSlots(config.COUPON_READ_STREAMS_MAX),
     tracing,
-  }).listen({
+  });
+  const timeouts = await steps.timeouts;
+  if (timeouts) {
+    const line = describeTimeouts(timeouts);
+    log[line.level](line.msg, line.fields);
+  }
+  await steps.migrated;
+  log.info("migrations applied", { database: database.kind });
+  log.info("advisory lock self-test passed", { duration_ms: await steps.lockChecked });
+  app.listen({
     hostname: config.HOST,
     port: config.PORT,
     // Elysia defaults to SO_REUSEPORT, which lets a second instance silently share the port (and, in
