@@ -124,7 +124,7 @@ export function createApp(deps: AppDeps) {
         const status = state.errorStatus ?? Number(set.status ?? 200);
         const seconds = (performance.now() - state.start) / 1000;
         const label = route || "unmatched"; // unknown paths share one label: no unbounded cardinality
-        metrics.observeRequest(request.method, label, status, seconds);
+        metrics.requestDurations.observe(request.method, label, status, seconds);
         if (state.trace) tracing.endRequest(state.trace, label, status);
         const level = requestLogLevel(logRequests, state.path, status);
         if (!level) return;

@@ -1,14 +1,14 @@
 // Prometheus metrics for one app instance (own registry, so several apps can live in one process).
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { ClaimStats } from "../domain/claim";
 import { type ClaimOutcome, claimOutcomes } from "../domain/outcomes";
+import { type RequestDurations, requestDurations } from "./request-durations";
 
 export interface Metrics {
   registry: Registry;
-  requestDuration: Histogram<"method" | "route" | "status">;
-  /** Observes one request's duration under its labels, through a child bound once per label set. */
-  observeRequest(method: string, route: string, status: number, seconds: number): void;
-  /** One pre-bound counter per outcome: no label hashing on the claim path. */
+  /** http_request_duration_seconds by method, route and status. */
+  requestDurations: RequestDurations;
+  /** One counter per outcome: a plain number on the claim path, read at each scrape. */
   claimOutcomes: Record<ClaimOutcome, { inc(): void }>;
 }
 
@@ -79,37 +79,34 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
       () => feed.clock.offsetMs / 1000,
     );
   }
-  const requestDuration = new Histogram({
-    name: "http_request_duration_seconds",
-    help: "HTTP request duration by route and status",
-    labelNames: ["method", "route", "status"] as const,
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  });
-  const claims = new Counter({
+  const durations = requestDurations(registry);
+  // Counted in plain numbers (a prom-client child hashes its labels on every inc()) and handed to the
+  // counter at each scrape, every outcome in the table's order, 0 included: rate() works before the
+  // first sell-out.
+  const counts = Object.fromEntries(claimOutcomes.map((outcome) => [outcome, 0])) as Record<ClaimOutcome, number>;
+  new Counter({
     name: "coupon_claims_total",
     help: "Claim attempts and releases by outcome",
     labelNames: ["outcome"] as const,
     registers: [registry],
+    collect() {
+      this.reset();
+      for (const outcome of claimOutcomes) this.labels(outcome).inc(counts[outcome]);
+    },
   });
-  // Bound up front, which also exports every outcome at 0, so rate() works before the first sell-out.
-  const bind = (outcome: ClaimOutcome) => {
-    const child = claims.labels(outcome);
-    child.inc(0);
-    return child;
+  const outcomes = Object.fromEntries(
+    claimOutcomes.map((outcome) => [
+      outcome,
+      {
+        inc() {
+          counts[outcome]++;
+        },
+      },
+    ]),
+  );
+  return {
+    registry,
+    requestDurations: durations,
+    claimOutcomes: outcomes as Metrics["claimOutcomes"],
   };
-  const outcomes = Object.fromEntries(claimOutcomes.map((outcome) => [outcome, bind(outcome)]));
-  // prom-client hashes the label object on every observe(); a child per label set skips that. As
-  // many children as the histogram itself holds series (routes are labels, not paths: bounded).
-  const children = new Map<string, { observe(value: number): void }>();
-  const observeRequest = (method: string, route: string, status: number, seconds: number) => {
-    const key = `${method} ${status} ${route}`;
-    let child = children.get(key);
-    if (!child) {
-      child = requestDuration.labels({ method, route, status: String(status) });
-      children.set(key, child);
-    }
-    child.observe(seconds);
-  };
-  return { registry, requestDuration, observeRequest, claimOutcomes: outcomes as Metrics["claimOutcomes"] };
 }
