@@ -9,7 +9,7 @@
 import { sql } from "drizzle-orm";
 import { type ClaimRequest, type ClaimResult, plainResults } from "../domain/claim";
 import type { DecidedOutcome } from "../domain/outcomes";
-import { type Database, queryRows } from "./database";
+import { type Database, queryRows, textArray } from "./database";
 import { pgErrorCode, UNIQUE_VIOLATION } from "./errors";
 
 /** What the SQL of a batch reads of each claim request: who, a claim or a release, its key and its fence. */
@@ -48,10 +48,11 @@ interface DecisionRow {
  * keys, or claim_request_batch (one request at a time) with releases, or `oneByOne`.
  */
 function batchCall(couponName: string, requests: readonly BatchRequest[], oneByOne: boolean) {
-  const users = sql.param(requests.map((request) => request.user));
+  // Arrays as literals (textArray): the statement goes out in one round trip.
+  const users = sql.param(textArray(requests.map((request) => request.user)));
   const keyed = requests.find((request) => request.idempotency)?.idempotency;
-  const keys = sql.param(requests.map((request) => request.idempotency?.key ?? null));
-  const fingerprints = sql.param(requests.map((request) => request.idempotency?.fingerprint ?? null));
+  const keys = sql.param(textArray(requests.map((request) => request.idempotency?.key ?? null)));
+  const fingerprints = sql.param(textArray(requests.map((request) => request.idempotency?.fingerprint ?? null)));
   if (!requests.some((request) => request.release)) {
     if (!keyed)
       return sql`select outcome, claimed_at as decided_at, remaining, opens_in_ms
@@ -61,9 +62,9 @@ function batchCall(couponName: string, requests: readonly BatchRequest[], oneByO
         from claim_keyed_batch(${couponName}, ${users}::text[], ${keys}::text[], ${fingerprints}::text[],
           ${keyed.ttlMs}::float8)`;
   }
-  // As text: postgres.js sends a JS array of booleans as one boolean, which no cast turns into an array.
-  const flags = sql.param(requests.map((request) => (request.release ? "t" : "f")));
-  const fences = sql.param(requests.map((request) => request.fence ?? null));
+  // As text: a boolean[] literal is cast from text[] in the statement.
+  const flags = sql.param(textArray(requests.map((request) => (request.release ? "t" : "f"))));
+  const fences = sql.param(textArray(requests.map((request) => request.fence ?? null)));
   return sql`select outcome, decided_at, remaining, opens_in_ms, replayed
     from claim_request_batch(${couponName}, ${flags}::text[]::boolean[], ${users}::text[], ${keys}::text[],
       ${fingerprints}::text[], ${keyed?.ttlMs ?? 0}::float8, ${fences}::text[])`;

@@ -12,3 +12,14 @@ export async function queryRows<T>(db: Pick<Database, "execute">, query: SQL): P
   const result = (await db.execute(query)) as unknown;
   return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
 }
+
+/**
+ * A text[] parameter as PostgreSQL's array literal, for a statement that casts it (`${param}::text[]`).
+ * Sent as a string, a statement's parameters need no type from the server: the driver sends it in one
+ * round trip, where a JS array costs a second (the driver asks for the types first; patches/).
+ */
+export function textArray(values: readonly (string | null)[]): string {
+  const element = (value: string | null) =>
+    value === null ? "NULL" : `"${value.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
+  return `{${values.map(element).join(",")}}`;
+}
