@@ -1,0 +1,122 @@
+// The output of `bun run bench` (bench/run.ts): the Markdown table of the measured runs, the targets
+// with HOLDS or MISSED, and a warning when other programs took the CPU.
+import { EXPECTED, errorCount, type Run, type Scenario, throughput } from "./scenarios";
+
+/** CPU (% of one core) used by programs outside the benchmark above which the figures are flagged. */
+const OTHER_CPU_WARN = 20;
+
+/** Milliseconds with one decimal, from microseconds. */
+const ms = (us: number) => (us / 1000).toFixed(1);
+
+/** Prints the measured runs as a Markdown table (pasteable into docs/benchmarks.md), and the rows skipped. */
+export function printTable(runs: Run[], skipped: Scenario[], skippedWhy: string): void {
+  const header = [
+    "scenario",
+    "connections",
+    "CLAIM_BATCH_MAX",
+    "req/s (claims/s)",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "CPU % bun / store / wrk / other",
+  ];
+  const lines = runs.map((run) => [
+    run.scenario.label,
+    String(run.scenario.connections),
+    run.scenario.kind === "live" || run.scenario.peer
+      ? "-"
+      : run.scenario.batchMax === undefined
+        ? "default"
+        : String(run.scenario.batchMax),
+    Math.round(throughput(run)).toLocaleString("en-US"),
+    ms(run.result.p50_us),
+    ms(run.result.p99_us),
+    `${errorCount(run)}${errorDetail(run)}`,
+    `${run.cpu.service} / ${run.cpu.postgres} / ${run.cpu.wrk} / ${run.cpu.other}`,
+  ]);
+  console.log(`\n| ${header.join(" | ")} |\n|${header.map(() => " --- ").join("|")}|`);
+  for (const line of lines) console.log(`| ${line.join(" | ")} |`);
+  for (const scenario of skipped)
+    console.log(`| ${scenario.label} | ${scenario.connections} | - | skipped (${skippedWhy}) | - | - | - | - |`);
+}
+
+/** Names the unexpected statuses and socket errors behind an error count, e.g. " (503 SERVICE_UNAVAILABLE: 12)". */
+function errorDetail(run: Run): string {
+  const expected = EXPECTED[run.scenario.kind];
+  const parts = Object.entries(run.result.statuses)
+    .filter(([status]) => status !== expected)
+    .map(([status, count]) => `${status}: ${count}`);
+  for (const [kind, count] of Object.entries(run.result.socket_errors))
+    if (count > 0) parts.push(`socket ${kind}: ${count}`);
+  return parts.length > 0 ? ` (${parts.join(", ")})` : "";
+}
+
+/** Prints each performance target with its measured figure and HOLDS or MISSED (never fails the run). */
+export function printTargets(runs: Run[], sink?: { bytes: number; exports: number }): void {
+  const find = (id: string) => runs.find((run) => run.scenario.id === id);
+  const verdict = (ok: boolean) => (ok ? "HOLDS" : "MISSED");
+  console.log("\nTargets");
+  for (const connections of [64, 256]) {
+    const batched = find(`hot_c${connections}`);
+    const single = find(`hot_c${connections}_b1`);
+    if (!batched || !single) continue;
+    const ratio = throughput(batched) / throughput(single);
+    console.log(
+      `  hot coupon @${connections}: default / CLAIM_BATCH_MAX=1 = ${ratio.toFixed(2)}x (target >= 3x) ${verdict(ratio >= 3)}`,
+    );
+  }
+  const flood = find("soldout_c256");
+  const live = find("live_c256");
+  if (flood && live) {
+    const ratio = throughput(flood) / throughput(live);
+    console.log(
+      `  sold-out flood / GET /health/live @256 = ${ratio.toFixed(2)}x (target >= 0.5x) ${verdict(ratio >= 0.5)}`,
+    );
+  }
+  const keyed = find("hot_c256_keys");
+  const plain = find("hot_c256");
+  if (keyed && plain) {
+    const ratio = throughput(keyed) / throughput(plain);
+    console.log(
+      `  hot coupon @256 with / without Idempotency-Key = ${ratio.toFixed(2)}x (target >= 0.7x) ${verdict(ratio >= 0.7)}`,
+    );
+  }
+  for (const [id, label] of [
+    ["hot_c256_trace100", "100%"],
+    ["hot_c256_trace1", "1%"],
+  ] as const) {
+    const traced = find(id);
+    if (traced && plain)
+      console.log(
+        `  hot coupon @256 with traces at ${label} / without = ${(throughput(traced) / throughput(plain)).toFixed(2)}x (the cost of tracing; no target)`,
+      );
+  }
+  if (sink) console.log(`  trace sink received ${sink.exports} exports, ${(sink.bytes / 1e6).toFixed(1)} MB`);
+  const hot = find("hot_c256");
+  if (hot) {
+    const p99 = hot.result.p99_us / 1000;
+    console.log(`  hot coupon @256 default: p99 = ${p99.toFixed(1)} ms (target <= 25 ms) ${verdict(p99 <= 25)}`);
+  }
+  // Against what users pick instead: the Redis+Lua peer and a bare Bun.serve, in the same run.
+  const against = (id: string, peerId: string, label: string, target: number) => {
+    const mine = find(id);
+    const theirs = find(peerId);
+    if (!mine || !theirs) return;
+    const ratio = throughput(mine) / throughput(theirs);
+    console.log(`  ${label} = ${ratio.toFixed(2)}x (target >= ${target}x) ${verdict(ratio >= target)}`);
+  };
+  against("hot_c256", "peer_hot_c256", "hot coupon @256 / Redis+Lua peer", 1);
+  against("soldout_c256", "peer_soldout_c256", "sold-out flood @256 / Redis+Lua peer", 1);
+  against("soldout_c256", "bare_live_c256", "sold-out flood @256 / bare Bun.serve trivial route", 0.5);
+  against("live_c256", "bare_live_c256", "GET /health/live @256 / bare Bun.serve trivial route", 0.8);
+}
+
+/** Warns when other programs took a noticeable share of the CPU during a run: its figures are then low. */
+export function warnIfBusy(runs: Run[]): void {
+  const busy = runs.filter((run) => run.cpu.other >= OTHER_CPU_WARN);
+  if (busy.length === 0) return;
+  const list = busy.map((run) => `${run.scenario.id} (${run.cpu.other}%)`).join(", ");
+  console.log(
+    `\nWARNING: other processes used >= ${OTHER_CPU_WARN}% of a core during ${list}; re-run on a quiet machine.`,
+  );
+}
