@@ -1,11 +1,13 @@
 -- wrk script for `bun run bench` (bench/run.ts drives it; see docs/benchmarks.md).
 --
---   wrk -t2 -c64 -d10s -s bench/claim.lua http://127.0.0.1:PORT/api/coupons/claim COUPON_NAME [keys]
+--   wrk -t2 -c64 -d10s -s bench/claim.lua http://127.0.0.1:PORT/api/coupons/claim COUPON_NAME [keys] [COUNT]
 --   wrk -t2 -c256 -d10s -s bench/claim.lua http://127.0.0.1:PORT/health/live
 --
 -- With a coupon name it POSTs one claim per request, each with a distinct user_id ("t<thread>-<n>"),
--- and with "keys" also a distinct Idempotency-Key ("<coupon>-t<thread>-<n>"); without one it GETs the URL. It counts answers per status in every thread (4xx/5xx keyed with the
--- problem code, e.g. "409 SOLD_OUT"), and done() prints one line "BENCH_RESULT {json}".
+-- and with "keys" also a distinct Idempotency-Key ("<coupon>-t<thread>-<n>"); without one it GETs the URL.
+-- With a COUNT the name is a prefix: the claims go to coupons PREFIX_0 .. PREFIX_<COUNT-1>, a thread's
+-- n-th request to PREFIX_<n mod COUNT>. It counts answers per status in every thread (4xx/5xx keyed with
+-- the problem code, e.g. "409 SOLD_OUT"), and done() prints one line "BENCH_RESULT {json}".
 
 local threads = {}
 
@@ -18,7 +20,19 @@ end
 -- Thread state: read the arguments (args[0] is the URL) and reset this thread's counters.
 function init(args)
   coupon = args[1]
-  keyed = args[2] == "keys"
+  keyed = false
+  coupons = { coupon }
+  for i = 2, #args do
+    if args[i] == "keys" then
+      keyed = true
+    elseif tonumber(args[i]) then
+      -- Named once here, so a request only picks one: no string building per request for the name.
+      coupons = {}
+      for k = 0, tonumber(args[i]) - 1 do
+        coupons[k + 1] = string.format("%s_%d", coupon, k)
+      end
+    end
+  end
   sent = 0
   statuses = {}
   if coupon then
@@ -34,9 +48,10 @@ function request()
   if not coupon then
     return static_request
   end
-  local body = string.format('{"user_id":"t%d-%d","coupon_name":"%s"}', thread_id, sent, coupon)
+  local name = coupons[sent % #coupons + 1]
+  local body = string.format('{"user_id":"t%d-%d","coupon_name":"%s"}', thread_id, sent, name)
   if keyed then
-    claim_headers["Idempotency-Key"] = string.format("%s-t%d-%d", coupon, thread_id, sent)
+    claim_headers["Idempotency-Key"] = string.format("%s-t%d-%d", name, thread_id, sent)
   end
   return wrk.format("POST", nil, claim_headers, body)
 end

@@ -21,77 +21,137 @@ export function checkAnswers(runs: Run[]): string[] {
   return problems;
 }
 
-/** Stock ledger per coupon (remaining + claims = amount) and wrk's 201s against the claim rows. */
+/** One coupon's books: its amount, what is left of it, and what was taken (claim rows, or the peer's holders). */
+interface Books {
+  name: string;
+  amount: number;
+  left: number;
+  taken: number;
+}
+
+/** How a store names the two sides of its books, in the printed lines. */
+interface Words {
+  store: string;
+  left: string;
+  taken: string;
+}
+
+const POSTGRES: Words = { store: "", left: "remaining", taken: "claims" };
+const PEER: Words = { store: "peer ", left: "stock", taken: "holders" };
+
+/** The run's coupons in one name: `a_measure`, or `a_measure_0..63` for many. */
+function couponsName(run: Run): string {
+  const [first] = run.coupons;
+  return run.coupons.length === 1 ? `${first}` : `${first}..${run.coupons.length - 1}`;
+}
+
+/**
+ * Checks one run's coupons and prints one line: each coupon's amount = left + taken; taken on all of
+ * them = seeded + wrk's 201s, plus up to `unanswered` claims committed while in flight at wrk's stop
+ * (they have a row but no counted 201).
+ */
+function judgeRun(run: Run, books: Books[], words: Words): string[] {
+  const name = `${words.store}${couponsName(run)}`;
+  const broken = books.filter((book) => book.left + book.taken !== book.amount);
+  const taken = books.reduce((sum, book) => sum + book.taken, 0);
+  const created = run.result.statuses["201"] ?? 0;
+  const { unanswered } = run.result;
+  const extra = taken - run.seeded - created;
+  const countOk = extra >= 0 && extra <= unanswered;
+  const [only] = books;
+  const each =
+    books.length === 1 && only
+      ? `amount ${only.amount} = ${words.left} ${only.left} + ${words.taken} ${only.taken}`
+      : `amount = ${words.left} + ${words.taken} on each of ${books.length} coupons, ${spread(books)} ${words.taken} each`;
+  console.log(
+    `  ${broken.length === 0 && countOk ? "PASS" : "FAIL"} ${name}: ${each} (${broken.length === 0 ? "ok" : "VIOLATED"});` +
+      ` ${words.taken} ${taken} = seed ${run.seeded} + 201s ${created}` +
+      (extra === 0 ? " exactly" : ` + ${extra} committed while in flight at wrk's stop (unanswered: ${unanswered})`),
+  );
+  const problems = broken.map(
+    (book) =>
+      `${words.store}${book.name}: ${words.left} ${book.left} + ${words.taken} ${book.taken} != amount ${book.amount}`,
+  );
+  if (!countOk)
+    problems.push(
+      `${name}: ${taken} ${words.taken} for ${run.seeded} seeded + ${created} 201s (${unanswered} unanswered)`,
+    );
+  return problems;
+}
+
+/** The fewest and most taken on one coupon, e.g. "2,101–2,230". */
+function spread(books: Books[]): string {
+  const taken = books.map((book) => book.taken);
+  const figure = (value: number) => value.toLocaleString("en-US");
+  return `${figure(Math.min(...taken))}–${figure(Math.max(...taken))}`;
+}
+
+/** Stock ledger per coupon (remaining + claims = amount) and wrk's 201s against each run's claim rows. */
 export async function checkLedger(databaseUrl: string, runs: Run[]): Promise<string[]> {
   const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
   try {
-    const rows = await sql<{ name: string; amount: number; remaining: number; claims: number }[]>`
-      select c.name, c.amount, c.remaining_amount as remaining, count(cl.id)::int as claims
+    const rows = await sql<Books[]>`
+      select c.name, c.amount, c.remaining_amount as "left", count(cl.id)::int as taken
       from coupons c left join claims cl on cl.coupon_name = c.name
       group by c.name order by c.name`;
+    const byName = new Map(rows.map((row) => [row.name, row]));
     const problems: string[] = [];
-    console.log("\nCorrectness (per coupon): amount = remaining + claim rows; claim rows = seed + wrk 201s");
-    for (const row of rows) {
-      const run = runs.find((candidate) => candidate.coupon === row.name);
-      const created = run ? (run.result.statuses["201"] ?? 0) : 0;
-      const seeded = run?.seeded ?? 0;
-      const unanswered = run?.result.unanswered ?? 0;
-      const ledgerOk = row.remaining + row.claims === row.amount;
-      // A claim committed while wrk was stopping has a row but no counted 201: allow up to `unanswered`.
-      const extra = row.claims - seeded - created;
-      const countOk = run !== undefined && extra >= 0 && extra <= unanswered;
-      console.log(
-        `  ${ledgerOk && countOk ? "PASS" : "FAIL"} ${row.name}: amount ${row.amount} = remaining ${row.remaining} + claims ${row.claims}` +
-          ` (${ledgerOk ? "ok" : "VIOLATED"}); claims ${row.claims} = seed ${seeded} + 201s ${created}` +
-          (extra === 0
-            ? " exactly"
-            : ` + ${extra} committed while in flight at wrk's stop (unanswered: ${unanswered})`),
-      );
-      if (!ledgerOk)
-        problems.push(`${row.name}: remaining ${row.remaining} + claims ${row.claims} != amount ${row.amount}`);
-      if (!countOk)
+    console.log("\nCorrectness (per run): amount = remaining + claim rows per coupon; claim rows = seed + wrk 201s");
+    const serviceRuns = runs.filter((run) => !run.scenario.peer && run.coupons.length > 0);
+    for (const run of serviceRuns) {
+      const missing = run.coupons.filter((name) => !byName.has(name));
+      problems.push(...missing.map((name) => `${name}: coupon missing`));
+      if (missing.length === 0)
         problems.push(
-          `${row.name}: ${row.claims} claim rows for ${seeded} seeded + ${created} 201s (${unanswered} unanswered)`,
+          ...judgeRun(
+            run,
+            run.coupons.map((name) => byName.get(name) as Books),
+            POSTGRES,
+          ),
         );
     }
-    for (const run of runs) {
-      if (run.coupon && !run.scenario.peer && !rows.some((row) => row.name === run.coupon))
-        problems.push(`${run.coupon}: coupon missing`);
+    const claimed = new Set(serviceRuns.flatMap((run) => run.coupons));
+    for (const row of rows.filter((candidate) => !claimed.has(candidate.name))) {
+      console.log(`  FAIL ${row.name}: a coupon no run created`);
+      problems.push(`${row.name}: a coupon no run created, ${row.taken} claim rows`);
     }
-    // Every claim made with a key stored its answer in the same transaction: one key row per claim row.
-    for (const run of runs.filter((candidate) => candidate.scenario.keys && candidate.coupon)) {
-      const coupon = run.coupon as string;
-      const [keys] = await sql<{ count: number }[]>`
-        select count(*)::int as count from idempotency_keys where key like ${`${coupon}-t%`} and outcome = 'created'`;
-      const claims = rows.find((row) => row.name === coupon)?.claims ?? -1;
-      const ok = keys?.count === claims;
-      console.log(`  ${ok ? "PASS" : "FAIL"} ${coupon}: stored keys ${keys?.count} = claim rows ${claims}`);
-      if (!ok) problems.push(`${coupon}: ${keys?.count} stored keys for ${claims} claim rows`);
-    }
+    problems.push(...(await checkStoredKeys(sql, runs, byName)));
     return problems;
   } finally {
     await sql.end();
   }
 }
 
-/** The peer's ledger in Redis, per coupon: stock + holders = amount, holders = seed + wrk's 201s. */
+/** Every claim made with a key stored its answer in the same transaction: one key row per claim row. */
+async function checkStoredKeys(sql: postgres.Sql, runs: Run[], byName: Map<string, Books>): Promise<string[]> {
+  const problems: string[] = [];
+  for (const run of runs.filter((candidate) => candidate.scenario.keys && !candidate.scenario.peer)) {
+    for (const coupon of run.coupons) {
+      const [keys] = await sql<{ count: number }[]>`
+        select count(*)::int as count from idempotency_keys where key like ${`${coupon}-t%`} and outcome = 'created'`;
+      const claims = byName.get(coupon)?.taken ?? -1;
+      const ok = keys?.count === claims;
+      console.log(`  ${ok ? "PASS" : "FAIL"} ${coupon}: stored keys ${keys?.count} = claim rows ${claims}`);
+      if (!ok) problems.push(`${coupon}: ${keys?.count} stored keys for ${claims} claim rows`);
+    }
+  }
+  return problems;
+}
+
+/** The peer's ledger in Redis, per coupon: stock + holders = amount; per run, holders = seed + wrk's 201s. */
 export async function checkPeerLedger(redisUrl: string, prefix: string, runs: Run[]): Promise<string[]> {
   const client = new RedisClient(redisUrl);
   const problems: string[] = [];
   try {
-    for (const run of runs.filter((candidate) => candidate.scenario.peer && candidate.coupon)) {
-      const coupon = run.coupon as string;
+    for (const run of runs.filter((candidate) => candidate.scenario.peer && candidate.coupons.length > 0)) {
       const amount = run.scenario.kind === "hot" ? HOT_STOCK : 1;
-      const stock = Number(await client.send("GET", [`${prefix}:{${coupon}}:stock`]));
-      const holders = Number(await client.send("SCARD", [`${prefix}:{${coupon}}:holders`]));
-      const created = run.result.statuses["201"] ?? 0;
-      const extra = holders - run.seeded - created;
-      const ok = stock + holders === amount && extra >= 0 && extra <= run.result.unanswered;
-      console.log(
-        `  ${ok ? "PASS" : "FAIL"} peer ${coupon}: amount ${amount} = stock ${stock} + holders ${holders}; holders = seed ${run.seeded} + 201s ${created}${extra === 0 ? " exactly" : ` + ${extra} in flight at wrk's stop`}`,
-      );
-      if (!ok)
-        problems.push(`peer ${coupon}: stock ${stock} + holders ${holders} for amount ${amount}, ${created} 201s`);
+      const books: Books[] = [];
+      for (const name of run.coupons) {
+        const left = Number(await client.send("GET", [`${prefix}:{${name}}:stock`]));
+        const taken = Number(await client.send("SCARD", [`${prefix}:{${name}}:holders`]));
+        books.push({ name, amount, left, taken });
+      }
+      problems.push(...judgeRun(run, books, PEER));
     }
   } finally {
     client.close();

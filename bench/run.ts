@@ -55,15 +55,23 @@ function traceSink() {
   return sink;
 }
 
-/** Creates the run's coupon through the API (sold out by one claim for the flood); returns name and seeded claims. */
-async function prepareCoupon(service: Service, scenario: Scenario, phase: string) {
-  if (scenario.kind === "live") return { coupon: undefined, seeded: 0 };
-  const coupon = `${scenario.id}_${phase}`;
+/**
+ * Creates the run's coupons through the API (each sold out by one claim for the flood): `<id>_<phase>`,
+ * or `<id>_<phase>_0..N-1` for N coupons as claim.lua names them; returns wrk's arguments for them too.
+ */
+async function prepareCoupons(service: Service, scenario: Scenario, phase: string) {
+  if (scenario.kind === "live") return { coupons: [], seeded: 0, args: [] };
+  const prefix = `${scenario.id}_${phase}`;
+  const count = scenario.coupons;
+  const coupons = count === undefined ? [prefix] : Array.from({ length: count }, (_, k) => `${prefix}_${k}`);
+  const args = [prefix, ...(scenario.keys ? ["keys"] : []), ...(count === undefined ? [] : [String(count)])];
   const amount = scenario.kind === "hot" ? HOT_STOCK : 1;
-  await postJson(`${service.baseUrl}/api/coupons`, { name: coupon, amount }, 201);
-  if (scenario.kind === "hot") return { coupon, seeded: 0 };
-  await postJson(`${service.baseUrl}/api/coupons/claim`, { user_id: "seed", coupon_name: coupon }, 201);
-  return { coupon, seeded: 1 };
+  await Promise.all(coupons.map((name) => postJson(`${service.baseUrl}/api/coupons`, { name, amount }, 201)));
+  if (scenario.kind === "hot") return { coupons, seeded: 0, args };
+  const seed = (coupon_name: string) =>
+    postJson(`${service.baseUrl}/api/coupons/claim`, { user_id: "seed", coupon_name }, 201);
+  await Promise.all(coupons.map(seed));
+  return { coupons, seeded: coupons.length, args };
 }
 
 /** Starts a service for the scenario, runs wrk (warm-up, then measured), and stops it with SIGTERM. */
@@ -92,18 +100,18 @@ async function runScenario(
   try {
     const phases = warmup > 0 ? (["warmup", "measure"] as const) : (["measure"] as const);
     for (const phase of phases) {
-      const { coupon, seeded } = await prepareCoupon(service, scenario, phase);
+      const { coupons, seeded, args } = await prepareCoupons(service, scenario, phase);
       const path = scenario.kind === "live" ? "/health/live" : "/api/coupons/claim";
       const { result, cpu } = await runWrk({
         url: `${service.baseUrl}${path}`,
         connections: scenario.connections,
         seconds: phase === "warmup" ? warmup : seconds,
-        args: coupon ? [coupon, ...(scenario.keys ? ["keys"] : [])] : [],
+        args,
         servicePid: service.pid,
         databaseName,
         storePid: scenario.peer ? redis?.pid : undefined,
       });
-      runs.push({ scenario, phase, coupon, seeded, result, cpu });
+      runs.push({ scenario, phase, coupons, seeded, result, cpu });
     }
   } catch (error) {
     service.kill();

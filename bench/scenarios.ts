@@ -17,13 +17,16 @@ export interface Scenario {
   tracing?: number;
   /** Measures the Redis+Lua peer (bench/redis-peer.ts) instead of the service. */
   peer?: true;
+  /** Hot coupons claimed at once, request n of a wrk thread on coupon n mod this; undefined = one. */
+  coupons?: number;
 }
 
-/** One wrk run, and the coupon it claimed (with the claims made before it). */
+/** One wrk run, and the coupons it claimed (with the claims made before it, on all of them). */
 export interface Run {
   scenario: Scenario;
   phase: "warmup" | "measure";
-  coupon?: string;
+  /** Empty for a GET. */
+  coupons: string[];
   seeded: number;
   result: WrkResult;
   cpu: CpuShare;
@@ -37,6 +40,8 @@ export const SCENARIOS: Scenario[] = [
   { id: "hot_c64", label: "hot coupon", kind: "hot", connections: 64 },
   { id: "hot_c256_b1", label: "hot coupon", kind: "hot", connections: 256, batchMax: 1 },
   { id: "hot_c256", label: "hot coupon", kind: "hot", connections: 256 },
+  { id: "hot_c256_coupons8", label: "8 hot coupons", kind: "hot", connections: 256, coupons: 8 },
+  { id: "hot_c256_coupons64", label: "64 hot coupons", kind: "hot", connections: 256, coupons: 64 },
   {
     id: "hot_c256_keys",
     label: "hot coupon, Idempotency-Key on every claim",
@@ -49,6 +54,22 @@ export const SCENARIOS: Scenario[] = [
   { id: "soldout_c256", label: "sold-out flood", kind: "soldout", connections: 256 },
   { id: "live_c256", label: "GET /health/live", kind: "live", connections: 256 },
   { id: "peer_hot_c256", label: "Redis+Lua peer: hot coupon", kind: "hot", connections: 256, peer: true },
+  {
+    id: "peer_hot_c256_coupons8",
+    label: "Redis+Lua peer: 8 hot coupons",
+    kind: "hot",
+    connections: 256,
+    coupons: 8,
+    peer: true,
+  },
+  {
+    id: "peer_hot_c256_coupons64",
+    label: "Redis+Lua peer: 64 hot coupons",
+    kind: "hot",
+    connections: 256,
+    coupons: 64,
+    peer: true,
+  },
   { id: "peer_soldout_c256", label: "Redis+Lua peer: sold-out flood", kind: "soldout", connections: 256, peer: true },
   { id: "bare_live_c256", label: "bare Bun.serve: GET /health/live", kind: "live", connections: 256, peer: true },
 ];
