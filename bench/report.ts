@@ -8,8 +8,8 @@ const OTHER_CPU_WARN = 20;
 /** Milliseconds with one decimal, from microseconds. */
 const ms = (us: number) => (us / 1000).toFixed(1);
 
-/** Prints the measured runs as a Markdown table (pasteable into docs/benchmarks.md), and the rows skipped. */
-export function printTable(runs: Run[], skipped: Scenario[], skippedWhy: string): void {
+/** Prints the measured runs as a Markdown table (pasteable into docs/benchmarks.md), and the rows skipped and why. */
+export function printTable(runs: Run[], skipped: { scenario: Scenario; why: string }[]): void {
   const header = [
     "scenario",
     "connections",
@@ -36,8 +36,8 @@ export function printTable(runs: Run[], skipped: Scenario[], skippedWhy: string)
   ]);
   console.log(`\n| ${header.join(" | ")} |\n|${header.map(() => " --- ").join("|")}|`);
   for (const line of lines) console.log(`| ${line.join(" | ")} |`);
-  for (const scenario of skipped)
-    console.log(`| ${scenario.label} | ${scenario.connections} | - | skipped (${skippedWhy}) | - | - | - | - |`);
+  for (const { scenario, why } of skipped)
+    console.log(`| ${scenario.label} | ${scenario.connections} | - | skipped (${why}) | - | - | - | - |`);
 }
 
 /** Names the unexpected statuses and socket errors behind an error count, e.g. " (503 SERVICE_UNAVAILABLE: 12)". */

@@ -18,7 +18,7 @@ import {
   startPeer,
   startService,
 } from "./service";
-import { describeMachine, killWrk, parseSeconds, requireWrk, runWrk } from "./wrk";
+import { describeMachine, killWrk, openFilesLimit, parseSeconds, requireWrk, runWrk } from "./wrk";
 
 /** The Redis behind the peer's rows: its URL, and its server's pid for its CPU share. */
 interface PeerRedis {
@@ -27,6 +27,9 @@ interface PeerRedis {
   /** How it keeps acknowledged writes (CONFIG appendonly / appendfsync), for the table's note. */
   durability: string;
 }
+
+/** Open files a run needs beyond one per connection: the service's pool, listener, pipes and runtime. */
+const FILES_MARGIN = 64;
 
 /** The service currently running, so an interrupt can stop it. */
 let current: Service | undefined;
@@ -168,6 +171,17 @@ function cleanUpOnInterrupt(database: BenchDatabase): void {
   process.once("SIGTERM", () => void handler("SIGTERM"));
 }
 
+/**
+ * Why the scenario cannot run with this process's open-files limit (a connection costs one file in wrk
+ * and one in the service; short of them, wrk and the service would fail connections), or undefined.
+ */
+function tooFewFiles(scenario: Scenario): string | undefined {
+  const limit = openFilesLimit();
+  const needed = scenario.connections + FILES_MARGIN;
+  if (needed <= limit) return undefined;
+  return `open files limit ${limit} < ${needed}; \`ulimit -n ${needed}\` first`;
+}
+
 /** The whole benchmark; resolves to the exit code (1 on a correctness violation). */
 async function main(): Promise<number> {
   requireWrk();
@@ -186,13 +200,17 @@ async function main(): Promise<number> {
     const runs: Run[] = [];
     const redisUrl = process.env.BENCH_REDIS_URL || "redis://127.0.0.1:6379";
     redis = await peerRedis(redisUrl);
-    const skippedWhy = `no Redis answers at ${redisUrl}`;
-    console.log(redis ? `Redis+Lua peer over ${redisUrl} (${redis.durability})` : `Redis+Lua peer: ${skippedWhy}`);
+    const noRedis = `no Redis answers at ${redisUrl}`;
+    console.log(redis ? `Redis+Lua peer over ${redisUrl} (${redis.durability})` : `Redis+Lua peer: ${noRedis}`);
     // BENCH_ONLY=hot_c256,hot_c256_keys runs those rows alone (ids as in SCENARIOS, bench/scenarios.ts).
     const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
     const chosen = SCENARIOS.filter((candidate) => !only || only.includes(candidate.id));
-    const skipped = chosen.filter((scenario) => scenario.peer && !redis);
-    for (const scenario of chosen.filter((candidate) => !skipped.includes(candidate))) {
+    const skipped = chosen.flatMap((scenario) => {
+      const why = scenario.peer && !redis ? noRedis : tooFewFiles(scenario);
+      return why ? [{ scenario, why }] : [];
+    });
+    for (const { scenario, why } of skipped) console.log(`  skipping ${scenario.id}: ${why}`);
+    for (const scenario of chosen.filter((candidate) => !skipped.some((skip) => skip.scenario === candidate))) {
       const batch =
         scenario.kind === "live" || scenario.peer ? "" : ` CLAIM_BATCH_MAX=${scenario.batchMax ?? "default"}`;
       console.log(`  running ${scenario.label} @${scenario.connections}${batch}`);
@@ -201,7 +219,7 @@ async function main(): Promise<number> {
     const problems = [...checkAnswers(runs), ...(await checkLedger(database.url, runs))];
     if (redis) problems.push(...(await checkPeerLedger(redis.url, database.name, runs)));
     const measured = runs.filter((run) => run.phase === "measure");
-    printTable(measured, skipped, skippedWhy);
+    printTable(measured, skipped);
     if (redis)
       console.log(
         `\nDurability: the service answers 201 once PostgreSQL has committed the claim; the Redis+Lua peer once Redis has it in memory (${redis.durability}: a crash can lose acknowledged claims, up to a second's with appendfsync everysec).`,

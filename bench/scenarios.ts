@@ -40,6 +40,7 @@ export const SCENARIOS: Scenario[] = [
   { id: "hot_c64", label: "hot coupon", kind: "hot", connections: 64 },
   { id: "hot_c256_b1", label: "hot coupon", kind: "hot", connections: 256, batchMax: 1 },
   { id: "hot_c256", label: "hot coupon", kind: "hot", connections: 256 },
+  { id: "hot_c1024", label: "hot coupon", kind: "hot", connections: 1024 },
   { id: "hot_c256_coupons8", label: "8 hot coupons", kind: "hot", connections: 256, coupons: 8 },
   { id: "hot_c256_coupons64", label: "64 hot coupons", kind: "hot", connections: 256, coupons: 64 },
   {
@@ -53,7 +54,9 @@ export const SCENARIOS: Scenario[] = [
   { id: "hot_c256_trace1", label: "hot coupon, traces at 1%", kind: "hot", connections: 256, tracing: 0.01 },
   { id: "soldout_c256", label: "sold-out flood", kind: "soldout", connections: 256 },
   { id: "live_c256", label: "GET /health/live", kind: "live", connections: 256 },
+  { id: "peer_hot_c64", label: "Redis+Lua peer: hot coupon", kind: "hot", connections: 64, peer: true },
   { id: "peer_hot_c256", label: "Redis+Lua peer: hot coupon", kind: "hot", connections: 256, peer: true },
+  { id: "peer_hot_c1024", label: "Redis+Lua peer: hot coupon", kind: "hot", connections: 1024, peer: true },
   {
     id: "peer_hot_c256_coupons8",
     label: "Redis+Lua peer: 8 hot coupons",

@@ -72,6 +72,18 @@ export function requireWrk(): void {
   process.exit(1);
 }
 
+/**
+ * Open files a process started by this one may have: the soft limit, which Bun raised to the hard one at
+ * start (wrk and the service inherit it). Each connection costs one in wrk and one in the service.
+ */
+export function openFilesLimit(): number {
+  const line = readProc("/proc/self/limits")
+    .split("\n")
+    .find((text) => text.startsWith("Max open files"));
+  const soft = line?.split(/\s{2,}/)[1];
+  return soft === undefined || soft === "unlimited" ? Number.POSITIVE_INFINITY : Number(soft);
+}
+
 /** Parses a duration like "10s", "1m" or "10" (seconds) into whole seconds; throws on anything else. */
 export function parseSeconds(text: string, name: string): number {
   const match = /^(\d+)([sm]?)$/.exec(text.trim());
@@ -189,6 +201,7 @@ export function describeMachine(postgresVersion: string): string[] {
     `nproc: ${availableParallelism()}`,
     `CPU: ${model}`,
     `memory: ${(totalmem() / 1024 ** 3).toFixed(1)} GiB`,
+    `open files: ${openFilesLimit()} per process`,
     `PostgreSQL: ${postgresVersion}`,
     `Bun: ${Bun.version}`,
     `wrk: ${wrkVersion?.trim() || "unknown"}`,
