@@ -1,9 +1,29 @@
 // The output of `bun run bench` (bench/run.ts): the Markdown table of the measured runs, the targets
 // with HOLDS or MISSED, and a warning when other programs took the CPU.
+
 import { EXPECTED, errorCount, type Run, type Scenario, throughput } from "./scenarios";
+import { READY_POLL_MS } from "./service";
 
 /** CPU (% of one core) used by programs outside the benchmark above which the figures are flagged. */
 const OTHER_CPU_WARN = 20;
+
+/** The service's start-to-ready times on PostgreSQL, in ms: the start that migrated the empty database, then idle starts. */
+export interface Starts {
+  migrating: number;
+  ready: number[];
+}
+
+/** The middle value (the mean of the two middle ones for an even count). */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+/** Megabytes (10^6 bytes) with one decimal, or "-" when unknown. */
+const mb = (bytes: number | undefined) => (bytes === undefined ? "-" : (bytes / 1e6).toFixed(1));
 
 /** Milliseconds with one decimal, from microseconds. */
 const ms = (us: number) => (us / 1000).toFixed(1);
@@ -19,6 +39,7 @@ export function printTable(runs: Run[], skipped: { scenario: Scenario; why: stri
     "p99 ms",
     "errors",
     "CPU % bun / store / wrk / other",
+    "peak RSS MB",
   ];
   const lines = runs.map((run) => [
     run.scenario.label,
@@ -33,11 +54,20 @@ export function printTable(runs: Run[], skipped: { scenario: Scenario; why: stri
     ms(run.result.p99_us),
     `${errorCount(run)}${errorDetail(run)}`,
     `${run.cpu.service} / ${run.cpu.postgres} / ${run.cpu.wrk} / ${run.cpu.other}`,
+    mb(run.peakRss),
   ]);
   console.log(`\n| ${header.join(" | ")} |\n|${header.map(() => " --- ").join("|")}|`);
   for (const line of lines) console.log(`| ${line.join(" | ")} |`);
   for (const { scenario, why } of skipped)
-    console.log(`| ${scenario.label} | ${scenario.connections} | - | skipped (${why}) | - | - | - | - |`);
+    console.log(`| ${scenario.label} | ${scenario.connections} | - | skipped (${why}) | - | - | - | - | - |`);
+}
+
+/** Prints how long the service takes from exec to ready on PostgreSQL (the table's rows do not show it). */
+export function printStarts(starts: Starts): void {
+  const { ready } = starts;
+  console.log(
+    `\nStart to ready on PostgreSQL (exec to the first 200 of GET /health/ready, polled every ${READY_POLL_MS} ms): median ${median(ready).toFixed(1)} ms of ${ready.length} idle starts (${Math.min(...ready).toFixed(1)}–${Math.max(...ready).toFixed(1)} ms); the first start, which migrated the empty database: ${starts.migrating.toFixed(1)} ms`,
+  );
 }
 
 /** Names the unexpected statuses and socket errors behind an error count, e.g. " (503 SERVICE_UNAVAILABLE: 12)". */
@@ -52,7 +82,7 @@ function errorDetail(run: Run): string {
 }
 
 /** Prints each performance target with its measured figure and HOLDS or MISSED (never fails the run). */
-export function printTargets(runs: Run[], sink?: { bytes: number; exports: number }): void {
+export function printTargets(runs: Run[], sink?: { bytes: number; exports: number }, starts?: Starts): void {
   const find = (id: string) => runs.find((run) => run.scenario.id === id);
   const verdict = (ok: boolean) => (ok ? "HOLDS" : "MISSED");
   console.log("\nTargets");
@@ -97,6 +127,18 @@ export function printTargets(runs: Run[], sink?: { bytes: number; exports: numbe
     const p99 = hot.result.p99_us / 1000;
     console.log(`  hot coupon @256 default: p99 = ${p99.toFixed(1)} ms (target <= 25 ms) ${verdict(p99 <= 25)}`);
   }
+  if (hot?.peakRss !== undefined) {
+    const peak = hot.peakRss / 1e6;
+    console.log(
+      `  hot coupon @256 default: the service's peak RSS = ${peak.toFixed(1)} MB (target < 150 MB) ${verdict(peak < 150)}`,
+    );
+  }
+  if (starts) {
+    const ready = median(starts.ready);
+    console.log(
+      `  start to ready on PostgreSQL: median ${ready.toFixed(1)} ms of ${starts.ready.length} starts (target < 50 ms) ${verdict(ready < 50)}`,
+    );
+  }
   // Against what users pick instead: the Redis+Lua peer and a bare Bun.serve, in the same run.
   const against = (id: string, peerId: string, label: string, target: number) => {
     const mine = find(id);
@@ -109,6 +151,25 @@ export function printTargets(runs: Run[], sink?: { bytes: number; exports: numbe
   against("soldout_c256", "peer_soldout_c256", "sold-out flood @256 / Redis+Lua peer", 1);
   against("soldout_c256", "bare_live_c256", "sold-out flood @256 / bare Bun.serve trivial route", 0.5);
   against("live_c256", "bare_live_c256", "GET /health/live @256 / bare Bun.serve trivial route", 0.8);
+  // How that gap moves with connections and with hot coupons at once: figures only, no targets.
+  const gaps = (label: string, pairs: [string, string][]) => {
+    const figures = pairs.flatMap(([name, id]) => {
+      const mine = find(id);
+      const theirs = find(`peer_${id}`);
+      return mine && theirs ? [`${name}: ${(throughput(mine) / throughput(theirs)).toFixed(2)}x`] : [];
+    });
+    if (figures.length > 1) console.log(`  ${label}: ${figures.join(", ")} (no target)`);
+  };
+  gaps("hot coupon / Redis+Lua peer by connections", [
+    ["64", "hot_c64"],
+    ["256", "hot_c256"],
+    ["1,024", "hot_c1024"],
+  ]);
+  gaps("hot coupons @256 / Redis+Lua peer by coupons at once", [
+    ["1", "hot_c256"],
+    ["8", "hot_c256_coupons8"],
+    ["64", "hot_c256_coupons64"],
+  ]);
 }
 
 /** Warns when other programs took a noticeable share of the CPU during a run: its figures are then low. */

@@ -30,6 +30,8 @@ export interface Run {
   seeded: number;
   result: WrkResult;
   cpu: CpuShare;
+  /** The service's (or the peer's) peak resident set size in bytes (VmHWM) once this wrk run ended. */
+  peakRss?: number;
 }
 
 /** Stock of a hot coupon: it never sells out during a run. */

@@ -1,5 +1,6 @@
 // The system under test for `bun run bench`: build the binary, give it a throwaway PostgreSQL
 // database, start it on a free loopback port, stop it the way an orchestrator would (SIGTERM).
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
 
@@ -7,6 +8,8 @@ const ROOT = join(import.meta.dir, "..");
 const BINARY = join(ROOT, "dist", "coupon-service");
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 20_000;
+// Polled this often so the start-to-ready time is precise to a few ms (a refused connection costs ~0.1 ms).
+export const READY_POLL_MS = 5;
 
 export interface BenchDatabase {
   /** URL of the fresh database, for the service and the checks. */
@@ -22,6 +25,8 @@ export interface Service {
   pid: number;
   /** e.g. http://127.0.0.1:41234 */
   baseUrl: string;
+  /** From just before the spawn to the first 200 of its readiness route, in ms (up to READY_POLL_MS late). */
+  readyMs: number;
   /** SIGTERM, then waits for the exit; throws if it does not exit 0 in time. */
   stop(): Promise<void>;
   /** SIGKILL, for cleanup after a failure. */
@@ -78,9 +83,19 @@ async function waitReady(baseUrl: string, proc: Bun.Subprocess, path = "/health/
       .then((response) => response.status)
       .catch(() => 0);
     if (status === 200) return;
-    await Bun.sleep(100);
+    await Bun.sleep(READY_POLL_MS);
   }
   throw new Error(`service not ready after ${READY_TIMEOUT_MS} ms`);
+}
+
+/** The process's peak resident set size so far (VmHWM), in bytes; undefined once it is gone. */
+export function peakRss(pid: number): number | undefined {
+  try {
+    const kib = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    return kib === undefined ? undefined : Number(kib) * 1024;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -124,6 +139,7 @@ async function spawnReady(
   stdout: "inherit" | Bun.BunFile,
   readyPath: string,
 ): Promise<Service> {
+  const spawned = performance.now();
   const proc = Bun.spawn(command, { cwd: ROOT, env, stdout, stderr: "inherit" });
   const baseUrl = `http://127.0.0.1:${port}`;
   const kill = () => proc.kill("SIGKILL");
@@ -134,7 +150,8 @@ async function spawnReady(
     await proc.exited;
     throw error;
   }
-  return { pid: proc.pid, baseUrl, stop: () => stopProcess(proc), kill };
+  const readyMs = performance.now() - spawned;
+  return { pid: proc.pid, baseUrl, readyMs, stop: () => stopProcess(proc), kill };
 }
 
 /** Sends SIGTERM and waits for exit code 0, killing the process if it overstays STOP_TIMEOUT_MS. */
