@@ -1,8 +1,15 @@
 // The output of `bun run bench` (bench/run.ts): the Markdown table of the measured runs, the targets
 // with HOLDS or MISSED, and a warning when other programs took the CPU.
 
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { lineChart } from "./chart";
 import { EXPECTED, errorCount, type Run, type Scenario, throughput } from "./scenarios";
 import { READY_POLL_MS } from "./service";
+
+/** Where the chart of claims/s by connections goes (docs/benchmarks.md links it). */
+const CHART = join(import.meta.dir, "..", "docs", "benchmarks", "claims-by-connections.svg");
+const CHART_CONNECTIONS = [64, 256, 1024];
 
 /** CPU (% of one core) used by programs outside the benchmark above which the figures are flagged. */
 const OTHER_CPU_WARN = 20;
@@ -180,4 +187,32 @@ export function warnIfBusy(runs: Run[]): void {
   console.log(
     `\nWARNING: other processes used >= ${OTHER_CPU_WARN}% of a core during ${list}; re-run on a quiet machine.`,
   );
+}
+
+/**
+ * Writes the chart of the hot coupon's claims/s at 64, 256 and 1,024 connections, the service's and the
+ * Redis+Lua peer's, when all six rows ran; `note` says where the figures come from.
+ */
+export function writeConnectionsChart(runs: Run[], note: string): void {
+  const line = (prefix: string) =>
+    CHART_CONNECTIONS.flatMap((connections) => {
+      const run = runs.find((candidate) => candidate.scenario.id === `${prefix}hot_c${connections}`);
+      return run ? [{ x: connections, y: throughput(run) }] : [];
+    });
+  const service = line("");
+  const peer = line("peer_");
+  if (service.length < CHART_CONNECTIONS.length || peer.length < CHART_CONNECTIONS.length) return;
+  const svg = lineChart({
+    title: "Hot coupon: claims/s by connections",
+    note,
+    xLabel: "wrk connections (log scale)",
+    yLabel: "claims/s (201s per second)",
+    series: [
+      { name: "the service (PostgreSQL)", points: service },
+      { name: "Redis+Lua peer", points: peer },
+    ],
+  });
+  mkdirSync(dirname(CHART), { recursive: true });
+  writeFileSync(CHART, svg);
+  console.log(`\nChart of claims/s by connections written to ${relative(process.cwd(), CHART)}`);
 }

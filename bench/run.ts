@@ -7,7 +7,7 @@
 // answering, those rows are printed as skipped).
 import { RedisClient } from "bun";
 import { checkAnswers, checkLedger, checkPeerLedger } from "./ledger";
-import { printStarts, printTable, printTargets, type Starts, warnIfBusy } from "./report";
+import { printStarts, printTable, printTargets, type Starts, warnIfBusy, writeConnectionsChart } from "./report";
 import { HOT_STOCK, type Run, SCENARIOS, type Scenario } from "./scenarios";
 import {
   type BenchDatabase,
@@ -262,6 +262,11 @@ async function main(): Promise<number> {
       );
     printTargets(measured, sink, starts);
     warnIfBusy(measured);
+    const day = new Date().toISOString().slice(0, 10);
+    writeConnectionsChart(
+      measured,
+      `bun run bench, ${day}: wrk -t2, ${seconds} s per row after ${warmup} s of warm-up`,
+    );
     console.log(problems.length === 0 ? "\nPASS: no claim lost or invented" : `\nFAIL:\n  ${problems.join("\n  ")}`);
     return problems.length === 0 ? 0 : 1;
   } finally {
