@@ -4,7 +4,8 @@
 // BENCH_DATABASE_URL (admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
 // OTEL_EXPORTER_OTLP_PROTOCOL (the tracing rows' encoding, default http/protobuf as the service's),
 // BENCH_REDIS_URL (the Redis of the Redis+Lua peer's rows, default redis://127.0.0.1:6379; without one
-// answering, those rows are printed as skipped).
+// answering, those rows are printed as skipped), BENCH_ONLY (row ids as in bench/scenarios.ts, and
+// start_ready for the timed starts). Writes docs/benchmarks/claims-by-connections.svg when its six rows ran.
 import { RedisClient } from "bun";
 import { checkAnswers, checkLedger, checkPeerLedger } from "./ledger";
 import { printStarts, printTable, printTargets, type Starts, warnIfBusy, writeConnectionsChart } from "./report";
