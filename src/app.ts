@@ -167,13 +167,10 @@ export function createApp(deps: AppDeps) {
         probeTimeoutMs: Math.min(2000, requestTimeoutMs),
       }),
     )
-    .get(
-      "/metrics",
-      async () =>
-        new Response(await metrics.registry.metrics(), {
-          headers: { "content-type": metrics.registry.contentType },
-        }),
-    );
+    .get("/metrics", async () => {
+      const { body, contentType } = await metrics.scrape();
+      return new Response(body, { headers: { "content-type": contentType } });
+    });
   return app;
 }
 

@@ -15,6 +15,8 @@ import { createReadSlots } from "./store/read-slots";
 import { describeTimeouts } from "./store/timeouts";
 import { createTracing, serviceName } from "./tracing/tracing";
 
+// How long after it listens the service loads its metrics registry (or at the first scrape, if sooner).
+const METRICS_LOAD_DELAY_MS = 1000;
 // Past the shutdown deadline, the forced close of connections and of the pool gets this long.
 const EXIT_SLACK_MS = 200;
 
@@ -69,10 +71,11 @@ async function serve(): Promise<void> {
     log,
     tracing,
   });
+  const metrics = createMetrics({ claims: claimer.stats, queue: claimer, feed });
   const app = createApp({
     db: database.db,
     log,
-    metrics: createMetrics({ claims: claimer.stats, queue: claimer, feed }),
+    metrics,
     claimer,
     config,
     isDraining: () => draining,
@@ -101,6 +104,9 @@ async function serve(): Promise<void> {
   const server = app.server;
   if (!server) throw new Error("the HTTP server did not start");
   log.info("listening", { host: config.HOST, port: server.port, database: database.kind });
+  // The metrics registry (prom-client, 10 ms of module evaluation) a second after the start, so the
+  // first answers do not wait for it; a scrape before then loads it at once.
+  setTimeout(() => void metrics.load(), METRICS_LOAD_DELAY_MS);
 
   const shutdown = async (signal: string) => {
     if (draining) return;

@@ -20,10 +20,12 @@ interface Series {
 
 export interface RequestDurations {
   observe(method: string, route: string, status: number, seconds: number): void;
+  /** The metric for a prom-client registry (registerMetric), which reads the series at each scrape. */
+  readonly metric: Parameters<Registry["registerMetric"]>[0];
 }
 
-/** Registers http_request_duration_seconds on `registry`; observe() is the only per-request work. */
-export function requestDurations(registry: Registry): RequestDurations {
+/** Counts http_request_duration_seconds; observe() is the only per-request work. */
+export function requestDurations(): RequestDurations {
   const series = new Map<string, Series>();
   // A value pair as prom-client's Histogram gives it to the registry: own labels (le) apart from the
   // series' labels, which the registry formats once per label object.
@@ -54,7 +56,7 @@ export function requestDurations(registry: Registry): RequestDurations {
     values: [...series.values()].flatMap(exported),
     aggregator: "sum",
   });
-  registry.registerMetric({
+  const metric = {
     name: NAME,
     help: HELP,
     type: "histogram",
@@ -70,8 +72,9 @@ export function requestDurations(registry: Registry): RequestDurations {
       return { ...metric, values };
     },
     reset: () => series.clear(),
-  } as unknown as Parameters<Registry["registerMetric"]>[0]);
+  } as unknown as RequestDurations["metric"];
   return {
+    metric,
     observe(method, route, status, seconds) {
       const key = `${method} ${status} ${route}`;
       let one = series.get(key);

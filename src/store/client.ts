@@ -39,7 +39,8 @@ async function withOneConnection<T>(
   config: PostgresOptions,
   work: (db: Database) => Promise<T>,
 ): Promise<T> {
-  const { sql: client } = openClient(url, config, { max: 1 });
+  // Its statements send no array and read none: no catalog query for the array types on connecting.
+  const { sql: client } = openClient(url, config, { max: 1, fetch_types: false });
   try {
     return await work(drizzlePostgres(client, { schema }) as unknown as Database);
   } finally {
@@ -72,7 +73,7 @@ export function openPostgres(
     listen: async (options) => {
       // The lease's probes on a connection of their own (another session than the listening one, as
       // the probe must be): never queued behind the pool's batches, so a busy pool cannot lapse it.
-      const { sql: prober } = openClient(listenUrl, config, { max: 1 });
+      const { sql: prober } = openClient(listenUrl, config, { max: 1, fetch_types: false });
       const feed = listenPostgres(listenUrl, config, {
         probe: (payload) => prober`select pg_notify(${CHANGES_CHANNEL}, ${payload})`,
         ...options,

@@ -24,23 +24,21 @@ const UNDEFINED_FUNCTION = "42883";
  * must fail pg_try_advisory_xact_lock on the key while `db` holds it, and get it once `db` commits.
  */
 export async function checkAdvisoryLock(db: Database, other: Database): Promise<void> {
-  const [engine] = await queryRows<{ version: string }>(db, sql`select version() as version`);
+  // The engine's version (named in every refusal) and the self-test's key, in one statement.
+  const probe = sql`select version() as version, hashtextextended(${`${SELF_TEST_KEY} ${crypto.randomUUID()}`}, 0)::text as key`;
+  // Without hashtextextended there is no row: the version is then asked alone, for the refusal.
+  const [row] = await queryRows<{ version: string; key: string }>(db, probe).catch((error: unknown) => {
+    if (pgErrorCode(error) === UNDEFINED_FUNCTION) return [];
+    throw error;
+  });
+  const version =
+    row?.version ?? (await queryRows<{ version: string }>(db, sql`select version() as version`))[0]?.version;
   const named = (reason: string) =>
     new LockCheckError(
-      `refusing to start: ${reason}; claims would not be serialised per coupon and could oversell. Engine: ${engine?.version ?? "unknown"}`,
+      `refusing to start: ${reason}; claims would not be serialised per coupon and could oversell. Engine: ${version ?? "unknown"}`,
     );
-  let key: string;
-  try {
-    const [row] = await queryRows<{ key: string }>(
-      db,
-      sql`select hashtextextended(${`${SELF_TEST_KEY} ${crypto.randomUUID()}`}, 0)::text as key`,
-    );
-    key = row?.key as string;
-  } catch (error) {
-    if (pgErrorCode(error) === UNDEFINED_FUNCTION)
-      throw named("the function hashtextextended(text, bigint) does not exist");
-    throw error;
-  }
+  if (!row) throw named("the function hashtextextended(text, bigint) does not exist");
+  const { key } = row;
   const tryLock = async () =>
     (await queryRows<{ taken: boolean }>(other, sql`select pg_try_advisory_xact_lock(${key}::bigint) as taken`))[0]
       ?.taken;

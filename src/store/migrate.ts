@@ -30,6 +30,9 @@ export function embeddedMigrations(): MigrationMeta[] {
  * server connections and the lock leaks), and on PGlite.
  */
 export async function runMigrations(db: Database): Promise<void> {
+  // Already applied (every start but the first): one statement instead of the locked transaction. The
+  // migrator would find nothing to apply either (it applies what is newer than the last recorded).
+  if (await migrationsApplied(db).catch(() => false)) return;
   await db.transaction(async (tx) => {
     await tx.execute(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
     // drizzle's own migrator, fed from memory instead of the drizzle/ folder; same bookkeeping table.

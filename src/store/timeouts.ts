@@ -6,6 +6,7 @@
 // the configured bounds, it sets them itself at the start of every transaction, and runs each statement
 // sent outside one in a transaction of its own: a statement's timeout cannot change once it runs.
 import type postgres from "postgres";
+import { textArray } from "./database";
 
 export const TIMEOUT_NAMES = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"] as const;
 export type TimeoutName = (typeof TIMEOUT_NAMES)[number];
@@ -57,7 +58,7 @@ function refusesStartupParameter(error: unknown): error is Error {
 async function readTimeouts(client: postgres.Sql, wanted: Timeouts): Promise<TimeoutReport> {
   const read = () =>
     client<{ name: TimeoutName; setting: string; source: string; role: string }[]>`
-      select name, setting, source, current_user as role from pg_settings where name = any(${TIMEOUT_NAMES}::text[])`;
+      select name, setting, source, current_user as role from pg_settings where name = any(${textArray(TIMEOUT_NAMES)}::text[])`;
   let refused: string | undefined;
   let rows: Awaited<ReturnType<typeof read>>;
   try {

@@ -29,7 +29,8 @@ describe("requestDurations", () => {
       const [mine, theirs] = [new Registry(), new Registry()];
       // (The typings fix a registry's content type at its creation; the class switches it.)
       for (const registry of [mine, theirs]) registry.setContentType(contentType as never);
-      const durations = requestDurations(mine);
+      const durations = requestDurations();
+      mine.registerMetric(durations.metric);
       const histogram = reference(theirs);
       for (const [i, value] of values.entries()) {
         const [method, route, status] = labelSets[i % labelSets.length] as (typeof labelSets)[number];
@@ -44,7 +45,8 @@ describe("requestDurations", () => {
   it("exposes nothing before the first request, as prom-client does, and forgets on reset", async () => {
     const mine = new Registry();
     const theirs = new Registry();
-    const durations = requestDurations(mine);
+    const durations = requestDurations();
+    mine.registerMetric(durations.metric);
     reference(theirs);
     expect(await mine.metrics()).toBe(await theirs.metrics());
     durations.observe("GET", "/health/live", 200, 0.001);
