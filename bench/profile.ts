@@ -6,12 +6,10 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createBenchDatabase, postJson } from "./service";
-import { parseSeconds, requireWrk, runWrk } from "./wrk";
+import { createBenchDatabase, postJson, type Service, startFromSource } from "./service";
+import { cpuSeconds, parseSeconds, requireWrk, runWrk } from "./wrk";
 
-const ROOT = join(import.meta.dir, "..");
 const CONNECTIONS = 256;
-const READY_TIMEOUT_MS = 30_000;
 
 type Kind = "soldout" | "hot" | "live";
 
@@ -78,31 +76,6 @@ export function samplesByPart(nodes: ProfileNode[]): Map<string, number> {
   return totals;
 }
 
-/** User + system CPU seconds of a process so far, from /proc (0 once it is gone). */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-async function waitReady(baseUrl: string, proc: Bun.Subprocess): Promise<void> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new Error(`service exited with code ${proc.exitCode}`);
-    const ok = await fetch(`${baseUrl}/health/ready`).then(
-      (response) => response.status === 200,
-      () => false,
-    );
-    if (ok) return;
-    await Bun.sleep(50);
-  }
-  throw new Error("service not ready in time");
-}
-
 async function main(): Promise<void> {
   requireWrk();
   const kind = (process.argv[2] ?? "soldout") as Kind;
@@ -112,22 +85,10 @@ async function main(): Promise<void> {
     process.env.BENCH_DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres",
   );
   const profileDir = mkdtempSync(join(tmpdir(), "coupon-profile-"));
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const proc = Bun.spawn(["bun", "--cpu-prof", `--cpu-prof-dir=${profileDir}`, "src/main.ts"], {
-    cwd: ROOT,
-    env: {
-      PATH: process.env.PATH ?? "/usr/bin:/bin",
-      DATABASE_URL: database.url,
-      HOST: "127.0.0.1",
-      PORT: String(port),
-      LOG_LEVEL: "warn",
-    },
-    stdout: "inherit",
-    stderr: "inherit",
-  });
-  const baseUrl = `http://127.0.0.1:${port}`;
+  let service: Service | undefined;
   try {
-    await waitReady(baseUrl, proc);
+    service = await startFromSource(database.url, ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]);
+    const { baseUrl } = service;
     if (kind !== "live") {
       await postJson(`${baseUrl}/api/coupons`, { name: "profiled", amount: kind === "hot" ? 100_000_000 : 1 }, 201);
       if (kind === "soldout")
@@ -136,13 +97,12 @@ async function main(): Promise<void> {
     // A first pass warms the JIT; the second is the one measured (the profile covers both).
     const path = kind === "live" ? "/health/live" : "/api/coupons/claim";
     const args = kind === "live" ? [] : ["profiled"];
-    const wrk = { url: `${baseUrl}${path}`, connections: CONNECTIONS, args, servicePid: proc.pid };
+    const wrk = { url: `${baseUrl}${path}`, connections: CONNECTIONS, args, servicePid: service.pid };
     await runWrk({ ...wrk, seconds: 2, databaseName: database.name });
-    const before = cpuSeconds(proc.pid);
+    const before = cpuSeconds(service.pid);
     const { result } = await runWrk({ ...wrk, seconds, databaseName: database.name });
-    const used = cpuSeconds(proc.pid) - before;
-    proc.kill("SIGTERM");
-    await proc.exited;
+    const used = cpuSeconds(service.pid) - before;
+    await service.stop(); // the profile is written on the way out
     const file = readdirSync(profileDir).find((name) => name.endsWith(".cpuprofile"));
     if (!file) throw new Error("the service wrote no profile");
     const profile = JSON.parse(readFileSync(join(profileDir, file), "utf8")) as { nodes: ProfileNode[] };
@@ -157,7 +117,7 @@ async function main(): Promise<void> {
       if (count > 0) console.log(`| ${part} | ${((100 * count) / total).toFixed(1)}% |`);
     console.log(`\n${total} samples (self time; the profile: ${join(profileDir, file)})`);
   } finally {
-    if (proc.exitCode === null) proc.kill("SIGKILL");
+    service?.kill();
     await database.drop();
     if (process.env.KEEP_PROFILE !== "1") rmSync(profileDir, { recursive: true, force: true });
   }

@@ -108,7 +108,19 @@ export async function startService(
   stdout: "inherit" | Bun.BunFile = "inherit",
 ): Promise<Service> {
   const port = freePort();
-  const env = {
+  return spawnReady([BINARY], serviceEnv(databaseUrl, port, settings), port, stdout, "/health/ready");
+}
+
+/** Starts the service from source, `bun <bunFlags> src/main.ts` (e.g. under the profiler), as startService does the binary. */
+export async function startFromSource(databaseUrl: string, bunFlags: string[]): Promise<Service> {
+  const port = freePort();
+  const command = [process.execPath, ...bunFlags, join(ROOT, "src", "main.ts")];
+  return spawnReady(command, serviceEnv(databaseUrl, port, {}), port, "inherit", "/health/ready");
+}
+
+/** The service's whole environment: only these settings (LOG_LEVEL=warn, loopback, `port`). */
+function serviceEnv(databaseUrl: string, port: number, settings: Record<string, string>): Record<string, string> {
+  return {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     DATABASE_URL: databaseUrl,
     HOST: "127.0.0.1",
@@ -116,7 +128,6 @@ export async function startService(
     LOG_LEVEL: "warn",
     ...settings,
   };
-  return spawnReady([BINARY], env, port, stdout, "/health/ready");
 }
 
 /** Starts the Redis+Lua benchmark peer (bench/redis-peer.ts) over `redisUrl`, its keys under `prefix`. */

@@ -147,6 +147,11 @@ function clockTicks(): number {
   return ticksPerSecond;
 }
 
+/** User + system CPU seconds of one process so far (0 when it is gone). */
+export function cpuSeconds(pid: number): number {
+  return processTicks(pid) / clockTicks();
+}
+
 /** User + system CPU ticks of one process so far (0 when it is gone). */
 function processTicks(pid: number): number {
   const stat = readProc(`/proc/${pid}/stat`);
