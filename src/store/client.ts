@@ -12,6 +12,7 @@ import { type Database, queryRows } from "./database";
 import { checkAdvisoryLock } from "./lock-check";
 import { runMigrations } from "./migrate";
 import { fileSystemError, lockDataDir, pgliteAssets } from "./pglite";
+import { embeddedPreparedData, isInitialised, unpackDataDir } from "./prepared";
 import * as schema from "./schema";
 import type { TimeoutReport } from "./timeouts";
 
@@ -89,11 +90,20 @@ export function openPostgres(
   };
 }
 
-/** Opens (creating if needed) the embedded PGlite database in `dataDir`; `memory://` keeps it in RAM. */
-export async function openPglite(dataDir: string): Promise<DatabaseHandle> {
-  const unlock = dataDir.startsWith("memory://") ? () => {} : lockDataDir(dataDir);
+/**
+ * Opens (creating if needed) the embedded PGlite database in `dataDir`; `memory://` keeps it in RAM.
+ * A new folder is made from `prepared` (the binary's prepared data folder) when there is one, else by
+ * PGlite's initdb.
+ */
+export async function openPglite(dataDir: string, prepared = embeddedPreparedData()): Promise<DatabaseHandle> {
+  const inMemory = dataDir.startsWith("memory://");
+  const unlock = inMemory ? () => {} : lockDataDir(dataDir);
   try {
-    const client = await PGlite.create({ dataDir, ...(await pgliteAssets()) });
+    const fresh = !inMemory && !isInitialised(dataDir);
+    const assets = pgliteAssets(inMemory || (fresh && !prepared));
+    assets.catch(() => {}); // awaited below; not unhandled if unpacking fails first
+    if (fresh && prepared) await unpackDataDir(prepared, dataDir);
+    const client = await PGlite.create({ dataDir, ...(await assets) });
     const db = drizzlePglite(client, { schema }) as unknown as Database;
     const close = async () => {
       await client.close();

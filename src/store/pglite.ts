@@ -9,13 +9,17 @@ import initdbWasmPath from "../../node_modules/@electric-sql/pglite/dist/initdb.
 import pgliteDataPath from "../../node_modules/@electric-sql/pglite/dist/pglite.data" with { type: "file" };
 import pgliteWasmPath from "../../node_modules/@electric-sql/pglite/dist/pglite.wasm" with { type: "file" };
 
-/** The options that hand PGlite its embedded files. */
-export async function pgliteAssets() {
+/**
+ * The options that hand PGlite its embedded files; initdb's WebAssembly only when it will run (a
+ * folder neither initialised nor prepared), since compiling it costs time and memory for nothing.
+ * The compiling starts before this returns and goes on in JavaScriptCore's threads.
+ */
+export async function pgliteAssets(initdb: boolean) {
   const [pgliteWasmModule, initdbWasmModule] = await Promise.all([
-    WebAssembly.compile(await Bun.file(pgliteWasmPath).arrayBuffer()),
-    WebAssembly.compile(await Bun.file(initdbWasmPath).arrayBuffer()),
+    WebAssembly.compile(readFileSync(pgliteWasmPath)),
+    initdb ? WebAssembly.compile(readFileSync(initdbWasmPath)) : undefined,
   ]);
-  return { pgliteWasmModule, initdbWasmModule, fsBundle: Bun.file(pgliteDataPath) };
+  return { pgliteWasmModule, fsBundle: Bun.file(pgliteDataPath), ...(initdbWasmModule ? { initdbWasmModule } : {}) };
 }
 
 /**
