@@ -7,11 +7,12 @@ import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import type { Config } from "../config";
 import { CHANGES_CHANNEL, type ChangeFeed, type FeedOptions, listenPglite, listenPostgres } from "./changes";
+import { startCollector } from "./collector";
 import { openClient, type PostgresOptions } from "./connect";
 import { type Database, queryRows } from "./database";
 import { checkAdvisoryLock } from "./lock-check";
 import { runMigrations } from "./migrate";
-import { fileSystemError, lockDataDir, pgliteAssets } from "./pglite";
+import { fileSystemError, lockDataDir, PGLITE_START_PARAMS, pgliteAssets } from "./pglite";
 import { embeddedPreparedData, isInitialised, unpackDataDir } from "./prepared";
 import * as schema from "./schema";
 import type { TimeoutReport } from "./timeouts";
@@ -103,9 +104,11 @@ export async function openPglite(dataDir: string, prepared = embeddedPreparedDat
     const assets = pgliteAssets(inMemory || (fresh && !prepared));
     assets.catch(() => {}); // awaited below; not unhandled if unpacking fails first
     if (fresh && prepared) await unpackDataDir(prepared, dataDir);
-    const client = await PGlite.create({ dataDir, ...(await assets) });
+    const client = await PGlite.create({ dataDir, ...(await assets), startParams: PGLITE_START_PARAMS });
     const db = drizzlePglite(client, { schema }) as unknown as Database;
+    const collector = startCollector();
     const close = async () => {
+      collector.stop();
       await client.close();
       unlock();
     };

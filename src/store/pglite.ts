@@ -1,13 +1,26 @@
 // What the embedded PGlite needs beyond its npm package: its WebAssembly and data bundle, imported as
 // files so `bun build --compile` embeds them (without this the compiled binary looks for them next to
-// a node_modules that is not there), and a lock so two processes never open one data folder.
+// a node_modules that is not there), PostgreSQL's settings for one client, and a lock so two
+// processes never open one data folder.
 import { dlopen, FFIType, type Pointer, read } from "bun:ffi";
 import { closeSync, constants, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { constants as os } from "node:os";
 import { join } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
 import initdbWasmPath from "../../node_modules/@electric-sql/pglite/dist/initdb.wasm" with { type: "file" };
 import pgliteDataPath from "../../node_modules/@electric-sql/pglite/dist/pglite.data" with { type: "file" };
 import pgliteWasmPath from "../../node_modules/@electric-sql/pglite/dist/pglite.wasm" with { type: "file" };
+
+/**
+ * PGlite's own start parameters (single-user mode; fsync off, as ever: a commit writes its WAL before
+ * it answers, and nothing flushes it) with a smaller buffer cache and fewer backend slots. Shared
+ * memory is touched whole at start, and at PostgreSQL's defaults (128 MB, 100 connections) it was
+ * most of the process's memory; this process is the database's only client.
+ */
+export const PGLITE_START_PARAMS = [
+  ...PGlite.defaultStartParams,
+  ...["-c", "shared_buffers=4MB", "-c", "max_connections=5"],
+];
 
 /**
  * The options that hand PGlite its embedded files; initdb's WebAssembly only when it will run (a

@@ -1,6 +1,8 @@
 // Embedded mode: the same schema, migrations and claim SQL on PGlite (the folder lock: lock.test.ts).
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { sql } from "drizzle-orm";
 import { type DatabaseHandle, openPglite } from "../../src/store/client";
+import { queryRows } from "../../src/store/database";
 import { buildApp } from "../support/app";
 import { type Client, client } from "../support/http";
 
@@ -14,6 +16,16 @@ describe("the service on embedded PGlite", () => {
     api = client(buildApp(handle.db).app);
   });
   afterAll(() => handle.close());
+
+  it("runs with a 4 MB buffer cache and 5 backend slots, and a commit still writes its WAL before it answers", async () => {
+    const [settings] = await queryRows<Record<string, string>>(
+      handle.db,
+      sql`select current_setting('shared_buffers') as shared_buffers, current_setting('max_connections') as max_connections,
+        current_setting('synchronous_commit') as synchronous_commit, current_setting('fsync') as fsync`,
+    );
+    // fsync off is PGlite's own, as before: a commit's WAL reaches the kernel, which keeps it if the process dies.
+    expect(settings).toEqual({ shared_buffers: "4MB", max_connections: "5", synchronous_commit: "on", fsync: "off" });
+  });
 
   it("is ready once migrated", async () => {
     expect((await api.get("/health/ready")).status).toBe(200);
