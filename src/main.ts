@@ -70,6 +70,7 @@ async function serve(): Promise<void> {
     refusalDelayMs: config.OVERLOAD_REFUSAL_DELAY_MS,
     log,
     tracing,
+    gatherTurn: database.kind === "pglite",
   });
   const metrics = createMetrics({ claims: claimer.stats, queue: claimer, feed });
   const app = createApp({

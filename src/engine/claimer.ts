@@ -47,6 +47,8 @@ export interface ClaimerOptions {
   decide?: typeof decideClaims;
   /** Spans of the queue waits and the batches (tracing/tracing.ts); none by default. */
   tracing?: ClaimTracing;
+  /** A database in this thread (PGlite): each batch gathers what the event loop's turn read (group-commit.ts). */
+  gatherTurn?: boolean;
 }
 
 // A failed batch's log line names the traces of the sampled requests it answered 503 (the only ones
@@ -91,6 +93,7 @@ export function createClaimer(db: Database, options: ClaimerOptions): Claimer & 
     queueMax: options.queueMax,
     pendingMax: options.pendingMax,
     tracing: options.tracing,
+    gatherTurn: options.gatherTurn,
     decide: decide.bind(undefined, db),
     onTrouble({ key, items, error, lateMs }) {
       const batch = { coupon_name: key, batch_size: items.length, ...traceIds(items) };

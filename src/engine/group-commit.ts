@@ -23,6 +23,12 @@ export interface GroupCommitOptions<T, R> {
   onTrouble(event: { key: string; items: readonly T[]; error?: unknown; lateMs?: number }): void;
   /** Spans of the queue waits and the batches of traced items; none by default. */
   tracing?: ClaimTracing;
+  /**
+   * True: a key's batch waits for the end of the event loop's turn (setImmediate), so the items read in
+   * that turn join it. For a database in this thread (PGlite), which decides a batch before the next
+   * request is even read: without the wait, every batch there holds one item.
+   */
+  gatherTurn?: boolean;
 }
 
 export interface GroupCommit<T, R> {
@@ -122,6 +128,7 @@ export function createGroupCommit<T extends { deadline: number; trace?: Trace },
   }
 
   async function run(key: string, queue: Waiter<T, R>[]): Promise<void> {
+    if (options.gatherTurn) await new Promise((resolve) => setImmediate(resolve));
     while (queue.length > 0) {
       const now = performance.now();
       const batch: Waiter<T, R>[] = [];

@@ -59,4 +59,28 @@ describe("createGroupCommit", () => {
     expect(await batcher.submit("other", item("x", 5000))).toBe("decided x");
     settleFirst();
   });
+
+  it("with gatherTurn, decides the items submitted in one turn of the event loop in one batch, in arrival order", async () => {
+    const sent: string[][] = [];
+    const batcher = (gatherTurn: boolean) =>
+      createGroupCommit<Item, string>({
+        batchMax: 10,
+        queueMax: 100,
+        pendingMax: 100,
+        gatherTurn,
+        // Decided at once, as a database in this thread decides: nothing arrives while a batch is in flight.
+        decide: async (_key, items) => {
+          sent.push(items.map((item) => item.id));
+          return items.map((item) => `decided ${item.id}`);
+        },
+        onTrouble() {},
+      });
+    const submitFour = (b: ReturnType<typeof batcher>) =>
+      Promise.all(["a", "b", "c", "d"].map((id) => b.submit("coupon", item(id, 5000))));
+    expect(await submitFour(batcher(true))).toEqual(["decided a", "decided b", "decided c", "decided d"]);
+    expect(sent).toEqual([["a", "b", "c", "d"]]);
+    sent.length = 0;
+    await submitFour(batcher(false));
+    expect(sent[0]).toEqual(["a"]); // without it the first item goes alone
+  });
 });
