@@ -4,6 +4,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { lineChart } from "./chart";
+import type { EmbeddedResult } from "./embedded";
 import { EXPECTED, errorCount, type Run, type Scenario, throughput } from "./scenarios";
 import { READY_POLL_MS } from "./service";
 
@@ -69,6 +70,39 @@ export function printTable(runs: Run[], skipped: { scenario: Scenario; why: stri
     console.log(`| ${scenario.label} | ${scenario.connections} | - | skipped (${why}) | - | - | - | - | - |`);
 }
 
+/** Embedded mode's row in the table's columns (the binary with no DATABASE_URL: PGlite in the process). */
+export function printEmbeddedRow(embedded: EmbeddedResult): void {
+  const { cpu } = embedded;
+  const cells = [
+    "embedded mode (PGlite): hot coupon",
+    "256",
+    "default",
+    embedded.claimsPerSecond.toLocaleString("en-US"),
+    embedded.p50Ms.toFixed(1),
+    embedded.p99Ms.toFixed(1),
+    String(embedded.errors),
+    `${cpu.service} / - / ${cpu.wrk} / ${cpu.other}`,
+    embedded.peakRssMb.toFixed(1),
+  ];
+  console.log(`| ${cells.join(" | ")} |`);
+}
+
+/** Embedded mode's start and memory (the table's row does not show them). */
+export function printEmbedded(embedded: EmbeddedResult): void {
+  const { ledger } = embedded;
+  console.log(
+    `\nEmbedded mode (dist/coupon-service, no DATABASE_URL, an empty folder): first start ${embedded.firstStartMs.toFixed(0)} ms to ready, restart ${embedded.restartMs.toFixed(0)} ms; RSS ${embedded.idleRssMb.toFixed(1)} MB idle, ${embedded.peakRssMb.toFixed(1)} MB at peak under the hot coupon, ${embedded.endRssMb.toFixed(1)} MB after it`,
+  );
+  console.log(
+    `  ${embeddedLedgerHolds(embedded) ? "PASS" : "FAIL"} embedded ledger (through the API): remaining ${ledger.remaining} + claims ${ledger.claims} = amount ${ledger.amount}; ${ledger.created} answered 201, ${ledger.unanswered} unanswered; ${ledger.afterRestart} claims after the restart`,
+  );
+}
+
+/** The embedded run's ledger holds, and a restart found the same claims. */
+export function embeddedLedgerHolds(embedded: EmbeddedResult): boolean {
+  return embedded.ledger.holds && embedded.ledger.afterRestart === embedded.ledger.claims;
+}
+
 /** Prints how long the service takes from exec to ready on PostgreSQL (the table's rows do not show it). */
 export function printStarts(starts: Starts): void {
   const { ready } = starts;
@@ -89,7 +123,12 @@ function errorDetail(run: Run): string {
 }
 
 /** Prints each performance target with its measured figure and HOLDS or MISSED (never fails the run). */
-export function printTargets(runs: Run[], sink?: { bytes: number; exports: number }, starts?: Starts): void {
+export function printTargets(
+  runs: Run[],
+  sink?: { bytes: number; exports: number },
+  starts?: Starts,
+  embedded?: EmbeddedResult,
+): void {
   const find = (id: string) => runs.find((run) => run.scenario.id === id);
   const verdict = (ok: boolean) => (ok ? "HOLDS" : "MISSED");
   console.log("\nTargets");
@@ -144,6 +183,16 @@ export function printTargets(runs: Run[], sink?: { bytes: number; exports: numbe
     const ready = median(starts.ready);
     console.log(
       `  start to ready on PostgreSQL: median ${ready.toFixed(1)} ms of ${starts.ready.length} starts (target < 50 ms) ${verdict(ready < 50)}`,
+    );
+  }
+  if (embedded) {
+    const { firstStartMs, idleRssMb, claimsPerSecond, peakRssMb } = embedded;
+    console.log(
+      `  embedded mode: first start ${firstStartMs.toFixed(0)} ms to ready (target < 500 ms) ${verdict(firstStartMs < 500)}`,
+    );
+    console.log(`  embedded mode: idle RSS ${idleRssMb.toFixed(1)} MB (target < 150 MB) ${verdict(idleRssMb < 150)}`);
+    console.log(
+      `  embedded mode: hot coupon @256 ${claimsPerSecond.toLocaleString("en-US")} claims/s (target >= 5,000) ${verdict(claimsPerSecond >= 5000)}, peak RSS ${peakRssMb.toFixed(1)} MB (target < 250 MB) ${verdict(peakRssMb < 250)}`,
     );
   }
   // Against what users pick instead: the Redis+Lua peer and a bare Bun.serve, in the same run.

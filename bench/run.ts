@@ -5,10 +5,21 @@
 // OTEL_EXPORTER_OTLP_PROTOCOL (the tracing rows' encoding, default http/protobuf as the service's),
 // BENCH_REDIS_URL (the Redis of the Redis+Lua peer's rows, default redis://127.0.0.1:6379; without one
 // answering, those rows are printed as skipped), BENCH_ONLY (row ids as in bench/scenarios.ts, and
-// start_ready for the timed starts). Writes docs/benchmarks/claims-by-connections.svg when its six rows ran.
+// start_ready for the timed starts, embedded for embedded mode). Writes docs/benchmarks/claims-by-connections.svg when its six rows ran.
 import { RedisClient } from "bun";
+import { type EmbeddedResult, measureEmbedded } from "./embedded";
 import { checkAnswers, checkLedger, checkPeerLedger } from "./ledger";
-import { printStarts, printTable, printTargets, type Starts, warnIfBusy, writeConnectionsChart } from "./report";
+import {
+  embeddedLedgerHolds,
+  printEmbedded,
+  printEmbeddedRow,
+  printStarts,
+  printTable,
+  printTargets,
+  type Starts,
+  warnIfBusy,
+  writeConnectionsChart,
+} from "./report";
 import { HOT_STOCK, type Run, SCENARIOS, type Scenario } from "./scenarios";
 import {
   type BenchDatabase,
@@ -30,15 +41,11 @@ interface PeerRedis {
   durability: string;
 }
 
-/** BENCH_ONLY's id for the start-to-ready measurement, which is not a wrk row. */
+/** BENCH_ONLY's ids for the start-to-ready measurement and embedded mode, which are not rows of SCENARIOS. */
 const START_READY = "start_ready";
+const EMBEDDED = "embedded";
 /** Starts timed for the start-to-ready figure, after the one that migrates the empty database. */
 const READY_STARTS = 10;
-
-// Idle time between ready and SIGTERM: a SIGTERM in the first ~20 ms after ready sometimes makes the
-// service print "write CONNECTION_DESTROYED" and exit 1 (about 1 start in 12 here); the starts measure
-// the start, so they stop it once that window has passed.
-const SETTLE_MS = 250;
 
 /** Open files a run needs beyond one per connection: the service's pool, listener, pipes and runtime. */
 const FILES_MARGIN = 64;
@@ -148,8 +155,7 @@ async function timeStarts(database: BenchDatabase): Promise<Starts> {
     const service = await startService(database.url, {});
     current = service;
     times.push(service.readyMs);
-    await Bun.sleep(SETTLE_MS);
-    await service.stop();
+    await service.stop(); // at once: a SIGTERM just after ready must exit 0 too (stop() checks)
     current = undefined;
   }
   const [migrating = Number.NaN, ...ready] = times;
@@ -252,16 +258,25 @@ async function main(): Promise<number> {
       console.log(`  running ${scenario.label} @${scenario.connections}${batch}`);
       runs.push(...(await runScenario(scenario, database, seconds, warmup, redis)));
     }
+    // Last: the binary with no database at all, in a folder of its own (bench/embedded.ts).
+    let embedded: EmbeddedResult | undefined;
+    if (!only || only.includes(EMBEDDED)) {
+      console.log("  running embedded mode (no DATABASE_URL): starts, idle memory, hot coupon @256");
+      embedded = await measureEmbedded({ seconds, warmup });
+    }
     const problems = [...checkAnswers(runs), ...(await checkLedger(database.url, runs))];
+    if (embedded && !embeddedLedgerHolds(embedded)) problems.push("embedded mode: its ledger does not hold");
     if (redis) problems.push(...(await checkPeerLedger(redis.url, database.name, runs)));
     const measured = runs.filter((run) => run.phase === "measure");
     printTable(measured, skipped);
+    if (embedded) printEmbeddedRow(embedded);
     if (starts) printStarts(starts);
+    if (embedded) printEmbedded(embedded);
     if (redis)
       console.log(
         `\nDurability: the service answers 201 once PostgreSQL has committed the claim; the Redis+Lua peer once Redis has it in memory (${redis.durability}: a crash can lose acknowledged claims, up to a second's with appendfsync everysec).`,
       );
-    printTargets(measured, sink, starts);
+    printTargets(measured, sink, starts, embedded);
     warnIfBusy(measured);
     const day = new Date().toISOString().slice(0, 10);
     writeConnectionsChart(

@@ -1,39 +1,19 @@
 // Opens the database the configuration names: a postgres.js pool for PostgreSQL, or an in-process
 // PGlite when DATABASE_URL is unset. Both give the same Drizzle API (database.ts), so the store's
 // functions are shared.
-import { PGlite } from "@electric-sql/pglite";
 import { sql } from "drizzle-orm";
-import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import type { Config } from "../config";
-import { CHANGES_CHANNEL, type ChangeFeed, type FeedOptions, listenPglite, listenPostgres } from "./changes";
-import { startCollector } from "./collector";
+import { CHANGES_CHANNEL, listenPostgres } from "./changes";
 import { openClient, type PostgresOptions } from "./connect";
 import { type Database, queryRows } from "./database";
+import type { openEmbedded } from "./embedded";
+import type { DatabaseHandle } from "./handle";
 import { checkAdvisoryLock } from "./lock-check";
 import { runMigrations } from "./migrate";
-import { fileSystemError, lockDataDir, PGLITE_START_PARAMS, pgliteAssets } from "./pglite";
-import { embeddedPreparedData, isInitialised, unpackDataDir } from "./prepared";
 import * as schema from "./schema";
-import type { TimeoutReport } from "./timeouts";
 
-export interface DatabaseHandle {
-  db: Database;
-  kind: "postgres" | "pglite";
-  /** Runs the embedded migrations in one transaction under a transaction-scoped advisory lock. */
-  migrate(): Promise<void>;
-  /**
-   * Proves the claim lock excludes on this database (lock-check.ts), or throws LockCheckError;
-   * PGlite is one session in this process, where there is nothing to prove.
-   */
-  checkLock(): Promise<void>;
-  /** Starts listening for coupon changes on a connection of its own (changes.ts). */
-  listen(options: FeedOptions): Promise<ChangeFeed>;
-  /** How the pool enforces the server-side timeouts (timeouts.ts); null for PGlite, which has none. */
-  timeouts(): Promise<TimeoutReport | null>;
-  /** Closes the connections, waiting at most `timeoutMs` for queries still running (default 5 s). */
-  close(timeoutMs?: number): Promise<void>;
-}
+export type { DatabaseHandle } from "./handle";
 
 /** Runs `work` over a client of one connection of its own at `url`, closed once it is done. */
 async function withOneConnection<T>(
@@ -92,33 +72,12 @@ export function openPostgres(
 }
 
 /**
- * Opens (creating if needed) the embedded PGlite database in `dataDir`; `memory://` keeps it in RAM.
- * A new folder is made from `prepared` (the binary's prepared data folder) when there is one, else by
- * PGlite's initdb.
+ * Opens (creating if needed) the embedded PGlite database in `dataDir` (embedded.ts, loaded only
+ * then: PostgreSQL mode never evaluates PGlite's modules); `memory://` keeps it in RAM.
  */
-export async function openPglite(dataDir: string, prepared = embeddedPreparedData()): Promise<DatabaseHandle> {
-  const inMemory = dataDir.startsWith("memory://");
-  const unlock = inMemory ? () => {} : lockDataDir(dataDir);
-  try {
-    const fresh = !inMemory && !isInitialised(dataDir);
-    const assets = pgliteAssets(inMemory || (fresh && !prepared));
-    assets.catch(() => {}); // awaited below; not unhandled if unpacking fails first
-    if (fresh && prepared) await unpackDataDir(prepared, dataDir);
-    const client = await PGlite.create({ dataDir, ...(await assets), startParams: PGLITE_START_PARAMS });
-    const db = drizzlePglite(client, { schema }) as unknown as Database;
-    const collector = startCollector();
-    const close = async () => {
-      collector.stop();
-      await client.close();
-      unlock();
-    };
-    const listen = (options: FeedOptions) => listenPglite(client, options);
-    const timeouts = async () => null;
-    return { db, kind: "pglite", migrate: () => runMigrations(db), checkLock: async () => {}, listen, timeouts, close };
-  } catch (error) {
-    unlock();
-    throw fileSystemError(error, dataDir);
-  }
+export async function openPglite(...args: Parameters<typeof openEmbedded>): Promise<DatabaseHandle> {
+  const { openEmbedded } = await import("./embedded");
+  return openEmbedded(...args);
 }
 
 /** Opens whichever database the configuration asks for. */
