@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Two stages: Bun compiles the service into one self-contained executable (migrations, PGlite's
-# WebAssembly and the docs UI embedded), and the runtime image holds only that file on distroless.
+# WebAssembly, the embedded database's prepared data folder and the docs UI embedded), and the runtime
+# image holds only that file on distroless.
 # See docs/adr/0002-single-binary-distroless.md.
 
 # ---- build ---------------------------------------------------------------------------------------

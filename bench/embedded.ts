@@ -127,6 +127,18 @@ async function couponState(baseUrl: string): Promise<{ amount: number; remaining
   return { amount: json.amount, remaining: json.remaining_amount, claims: json.claimed_by.length };
 }
 
+/** Waits until no claim is waiting or in flight in the service (wrk stops with requests still inside it). */
+async function settled(baseUrl: string): Promise<void> {
+  let quiet = 0;
+  for (const started = performance.now(); performance.now() - started < STOP_TIMEOUT_MS; await Bun.sleep(100)) {
+    const metrics = await fetch(`${baseUrl}/metrics`).then((response) => response.text());
+    const pending = Number(/^coupon_claims_pending (\d+)/m.exec(metrics)?.[1] ?? Number.NaN);
+    quiet = pending === 0 ? quiet + 1 : 0;
+    if (quiet === 3) return;
+  }
+  throw new Error(`claims still pending ${STOP_TIMEOUT_MS} ms after the run`);
+}
+
 const created = (result: WrkResult) => result.statuses["201"] ?? 0;
 const answered = (result: WrkResult) => Object.values(result.statuses).reduce((sum, count) => sum + count, 0);
 
@@ -169,6 +181,7 @@ export async function measureEmbedded(options: { seconds: number; warmup: number
     }
     if (options.warmup > 0) await hotCoupon(running, WARMUP_COUPON, options.warmup);
     const measured = await hotCoupon(running, COUPON, options.seconds);
+    await settled(running.baseUrl);
     const state = await couponState(running.baseUrl);
     await stop(running);
     running = await start(folder, dataDir);

@@ -1,27 +1,27 @@
 // `bun scripts/prepare-data.ts` (run by `bun run build` before it compiles): the embedded database's
 // data folder as a first start would make it (PGlite's initdb, then every migration), shut down
-// cleanly and packed into dist/pgdata.tgz, which the build embeds in the binary (src/store/prepared.ts).
+// cleanly, without the template databases, and packed into dist/pgdata.tgz, which the build embeds in the binary (src/store/prepared.ts).
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
-import { type DatabaseHandle, openPglite } from "../src/store/client";
+import { openPglite } from "../src/store/client";
 import { MARKER, PREPARED_FILE, STAGED_MARKER } from "../src/store/prepared";
 
 const LOCK_FILE = "coupon-service.lock"; // this process's, not the database's
 
 /**
- * A freshly initialised data folder, migrated by `migrate` (every migration by default), as a gzipped
- * tarball. Only the service's database is kept: template0 and template1 serve CREATE DATABASE alone,
- * which nothing runs here, and hold two thirds of the files a first start would have to write.
+ * A freshly initialised data folder with every migration applied, as a gzipped tarball. Only the
+ * service's database is kept: template0 and template1 serve CREATE DATABASE alone, which nothing runs
+ * here, and hold two thirds of the files a first start would have to write.
  */
-export async function prepareDataDir(migrate = (handle: DatabaseHandle) => handle.migrate()): Promise<Uint8Array> {
+export async function prepareDataDir(): Promise<Uint8Array> {
   const folder = mkdtempSync(join(tmpdir(), "coupon-prepare-"));
   try {
     // No prepared data given: PGlite runs initdb, as the very first start used to.
     const handle = await openPglite(folder, undefined);
     try {
-      await migrate(handle);
+      await handle.migrate();
       for (const template of ["template0", "template1"]) {
         await handle.db.execute(sql.raw(`alter database ${template} with allow_connections true is_template false`));
         await handle.db.execute(sql.raw(`drop database ${template}`));

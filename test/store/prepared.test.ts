@@ -118,3 +118,32 @@ console.log("unpacking"); await unpackDataDir(tarball, process.argv[1]); console
     }
   }, 60_000);
 });
+
+describe("a first start on a full disk", () => {
+  // As test/startup.test.ts does: a 512 KiB tmpfs in a mount namespace of its own, too small to unpack into.
+  const asRoot = process.getuid?.() === 0;
+  const canMount = Bun.spawnSync(["unshare", ...(asRoot ? ["-m"] : ["-rm"]), "true"]).exitCode === 0;
+  (canMount || process.env.CI ? it : it.skip)(
+    "fails naming ENOSPC and what to do, as initdb's start does",
+    async () => {
+      const folder = mkdtempSync(join(tmpdir(), "coupon-prepared-full-"));
+      folders.push(folder);
+      const script = `import { openPglite } from ${JSON.stringify(join(import.meta.dir, "../../src/store/client.ts"))};
+import { describeStartupFailure } from ${JSON.stringify(join(import.meta.dir, "../../src/startup.ts"))};
+const tarball = new Blob([await Bun.file(${JSON.stringify(tarballFile)}).bytes()]);
+try { await openPglite(process.argv[1], tarball); console.log("opened"); }
+catch (error) { console.log(JSON.stringify(describeStartupFailure(error))); }`;
+      const mount = `mount -t tmpfs -o size=512k tmpfs "$0" && exec bun -e "$1" "$0/data"`;
+      const child = Bun.spawn(["unshare", ...(asRoot ? ["-m"] : ["-rm"]), "sh", "-c", mount, folder, script], {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [stdout] = await Promise.all([new Response(child.stdout).text(), child.exited]);
+      const failure = JSON.parse(stdout.trim().split("\n").at(-1) ?? "{}");
+      expect(failure.msg).toStartWith("startup failed: ENOSPC");
+      expect(failure.fields).toMatchObject({ code: "ENOSPC" });
+      expect(failure.fields.hint).toContain("set DATA_DIR to a folder on a disk with room");
+    },
+    30_000,
+  );
+});
