@@ -44,6 +44,9 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     feed,
   });
   const metrics = createMetrics({ claims: claimer.stats, queue: claimer, feed });
+  // Loaded now, as main.ts does shortly after its start: a test's first scrape then never stalls the
+  // app (and its change feed's lease) while prom-client's modules are evaluated.
+  void metrics.load();
   const app = createApp({
     db,
     log,
