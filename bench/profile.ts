@@ -41,7 +41,10 @@ const PARTS: [part: string, test: (name: string, url: string) => boolean][] = [
     "body (read, UTF-8, JSON.parse, depth)",
     (name, url) => url.endsWith("/src/http/body.ts") || ["bytes", "decode", "parse"].includes(name),
   ],
-  ["metrics (prom-client)", (_, url) => url.includes("/prom-client/") || url.includes("/src/metrics/")],
+  [
+    "metrics (request durations and outcomes; prom-client only at a scrape)",
+    (_, url) => url.includes("/prom-client/") || url.includes("/src/metrics/"),
+  ],
   [
     "claim path (claimer, group commit, memory answers)",
     (_, url) => url.includes("/src/engine/") || url.includes("/src/domain/"),
