@@ -6,6 +6,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./service";
 import { type CpuShare, parseSeconds, requireWrk, runWrk, type WrkResult } from "./wrk";
 
 const BINARY = join(import.meta.dir, "..", "dist", "coupon-service");
@@ -61,15 +62,6 @@ interface Running {
   proc: Bun.Subprocess;
   baseUrl: string;
   readyMs: number;
-}
-
-/** A free TCP port on 127.0.0.1, as the kernel hands one out. */
-function freePort(): number {
-  const probe = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
-  const port = probe.port;
-  probe.stop(true);
-  if (port === undefined) throw new Error("could not find a free port");
-  return port;
 }
 
 /** Starts the binary on `dataDir` with nothing but PATH, HOST, PORT, DATA_DIR and LOG_LEVEL; times exec -> ready. */

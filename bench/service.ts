@@ -66,7 +66,7 @@ export async function createBenchDatabase(adminUrl: string): Promise<BenchDataba
 }
 
 /** Asks the kernel for a free TCP port on 127.0.0.1. */
-function freePort(): number {
+export function freePort(): number {
   const probe = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
   const port = probe.port;
   probe.stop(true);

@@ -5,7 +5,6 @@
 // server, and the store sends arrays as literals: textArray). A proxy reads the client's messages and
 // counts the Flush that only that wait sends.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import net from "node:net";
 import { sql } from "drizzle-orm";
 import fc from "fast-check";
 import { loadConfig } from "../../src/config";
@@ -16,19 +15,18 @@ import { createCoupon } from "../../src/store/coupons";
 import { queryRows, textArray } from "../../src/store/database";
 import { releaseOf } from "../support/coupons";
 import { databaseForSuite } from "../support/database";
+import { startInspectingProxy } from "../support/proxy";
 
 const database = databaseForSuite();
 
 /** A proxy in front of PostgreSQL that counts, per message type, what clients send (after start-up). */
 async function countingProxy(targetUrl: string) {
-  const target = new URL(targetUrl);
   const counts = new Map<string, number>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+  const proxy = await startInspectingProxy(targetUrl, () => {
+    // Per connection: a message may span chunks, so what is left of one is kept.
     let pending = Buffer.alloc(0);
     let started = false; // the start-up message has a length but no type byte
-    client.on("data", (chunk: Buffer) => {
-      upstream.write(chunk);
+    return (chunk) => {
       pending = Buffer.concat([pending, chunk]);
       for (;;) {
         const header = started ? 5 : 4;
@@ -42,26 +40,17 @@ async function countingProxy(targetUrl: string) {
         started = true;
         pending = pending.subarray(length);
       }
-    });
-    upstream.on("data", (chunk) => client.write(chunk));
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
+      return true;
+    };
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const url = new URL(targetUrl);
-  url.hostname = "127.0.0.1";
-  url.port = String((server.address() as net.AddressInfo).port);
   return {
-    url: url.href,
+    ...proxy,
     /** Flush messages sent since the last call: each one a statement that waited for its types. */
     flushes() {
       const flushes = counts.get("H") ?? 0;
       counts.clear();
       return flushes;
     },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
 

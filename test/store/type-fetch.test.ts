@@ -3,45 +3,21 @@
 // failure was an unhandled rejection, which ends the process, and the service exited 1 when a SIGTERM
 // closed a connection still starting (upstream #1192, #1205, #1223; patched).
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import net from "node:net";
 import postgres from "postgres";
 import { databaseForSuite } from "../support/database";
+import { startInspectingProxy } from "../support/proxy";
 
 const database = databaseForSuite();
 
 /** A proxy that cuts a connection the moment its client asks for the array types. */
 async function cuttingProxy(targetUrl: string) {
-  const target = new URL(targetUrl);
   let cuts = 0;
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port || 5432), target.hostname);
-    client.on("data", (chunk: Buffer) => {
-      if (chunk.includes("typarray")) {
-        cuts++;
-        client.destroy();
-        upstream.destroy();
-        return;
-      }
-      upstream.write(chunk);
-    });
-    upstream.on("data", (chunk) => client.write(chunk));
-    for (const [one, other] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      one.on("close", () => other.destroy());
-      one.on("error", () => other.destroy());
-    }
+  const proxy = await startInspectingProxy(targetUrl, () => (chunk) => {
+    if (!chunk.includes("typarray")) return true;
+    cuts++;
+    return false;
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const url = new URL(targetUrl);
-  url.hostname = "127.0.0.1";
-  url.port = String((server.address() as net.AddressInfo).port);
-  return {
-    url: url.href,
-    cuts: () => cuts,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+  return { ...proxy, cuts: () => cuts };
 }
 
 describe("postgres.js fetching array types", () => {

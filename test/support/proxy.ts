@@ -121,3 +121,36 @@ export function proxiedDatabaseForSuite(): { readonly database: TestDatabase; re
   });
   return suite;
 }
+
+/**
+ * A plain TCP proxy on 127.0.0.1 in front of `targetUrl` that shows each chunk a client sends, before
+ * forwarding it, to that connection's inspector (`inspector()` makes one per connection); an inspector
+ * answering false cuts its connection instead.
+ */
+export async function startInspectingProxy(targetUrl: string, inspector: () => (chunk: Buffer) => boolean) {
+  const target = new URL(targetUrl);
+  const server = net.createServer((client) => {
+    const inspect = inspector();
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    client.on("data", (chunk: Buffer) => {
+      if (inspect(chunk)) upstream.write(chunk);
+      else {
+        client.destroy();
+        upstream.destroy();
+      }
+    });
+    upstream.on("data", (chunk) => client.write(chunk));
+    for (const [one, other] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      one.on("close", () => other.destroy());
+      one.on("error", () => other.destroy());
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const url = new URL(targetUrl);
+  url.hostname = "127.0.0.1";
+  url.port = String((server.address() as net.AddressInfo).port);
+  return { url: url.href, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
