@@ -10,6 +10,7 @@ import { createLogger } from "./log";
 import { createMetrics } from "./metrics/metrics";
 import { describeStartupFailure } from "./startup";
 import { openDatabase } from "./store/client";
+import { startCollector } from "./store/collector";
 import { startKeyCleanup } from "./store/keys";
 import { createReadSlots } from "./store/read-slots";
 import { describeTimeouts } from "./store/timeouts";
@@ -36,6 +37,9 @@ async function serve(): Promise<void> {
 
   const database = await openDatabase(config);
   if (database.kind === "pglite") {
+    // A process-wide policy, so here and not in the store: full collections as the process grows
+    // (store/collector.ts says why embedded mode needs them).
+    startCollector();
     log.warn("embedded database mode: PGlite in this process, single instance only", {
       data_dir: config.DATA_DIR,
       hint: "set DATABASE_URL=postgres://user:pass@host:5432/db to use PostgreSQL and run several replicas",

@@ -3,7 +3,6 @@
 import { PGlite } from "@electric-sql/pglite";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { type FeedOptions, listenPglite } from "./changes";
-import { startCollector } from "./collector";
 import type { Database } from "./database";
 import type { DatabaseHandle } from "./handle";
 import { runMigrations } from "./migrate";
@@ -26,9 +25,7 @@ export async function openEmbedded(dataDir: string, prepared = embeddedPreparedD
     if (fresh && prepared) await unpackDataDir(prepared, dataDir);
     const client = await PGlite.create({ dataDir, ...(await assets), startParams: PGLITE_START_PARAMS });
     const db = drizzlePglite(client, { schema }) as unknown as Database;
-    const collector = startCollector();
     const close = async () => {
-      collector.stop();
       await client.close();
       unlock();
     };

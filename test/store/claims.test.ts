@@ -314,8 +314,13 @@ describe("decideBatch with releases", () => {
           release: random(2) === 0,
         }));
         const batches: Request[][] = [[{ user: "h0", release: true }], [{ user: "x", release: false }], third];
+        // Each sent 0–2 ms apart in a random order: a statement is one round trip now, so batches sent in
+        // the same tick would reach the lock in the order they were sent, round after round.
         const results = await Promise.all(
-          batches.map((batch, i) => decide(name, batch, (pools[i] as (typeof pools)[0]).db)),
+          batches.map(async (batch, i) => {
+            await Bun.sleep(random(3));
+            return decide(name, batch, (pools[i] as (typeof pools)[0]).db);
+          }),
         );
         const actual = results.map((r) => r.decisions.map((d) => [d.outcome, d.remaining]));
         const state = await stateOf(name);
