@@ -1,5 +1,5 @@
 import { describe, expect, it } from "bun:test";
-import { samplesByPart } from "../../bench/profile";
+import { samplesByPart } from "../../bench/profile-parts";
 
 const node = (id: number, functionName: string, url: string, hitCount: number) => ({
   id,
