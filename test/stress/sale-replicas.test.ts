@@ -123,11 +123,18 @@ describe("pause and resume across replicas", () => {
       const res = await claimOn(i % 2 ? B() : C());
       expect([res.status, res.body.code]).toEqual([409, "SALE_PAUSED"]);
     }
-    // B and C have learnt the pause: they now answer it from memory.
-    const fromMemory = await Promise.all([B(), C()].map((r) => metric(r, "coupon_claims_from_memory_total")));
-    await Promise.all([claimOn(B()), claimOn(C())]);
-    const fromMemoryAfter = await Promise.all([B(), C()].map((r) => metric(r, "coupon_claims_from_memory_total")));
-    expect(fromMemoryAfter.map((v, i) => v - (fromMemory[i] as number))).toEqual([1, 1]);
+    // B and C have learnt the pause: they now answer it from memory, within the propagation bound. (Not
+    // every claim at once: while a replica's lease has lapsed, under the whole suite's load, its claim
+    // goes to the database, rightly, and it learns the state again.)
+    for (const replica of [B(), C()]) {
+      const fromMemory = async () => {
+        const before = await metric(replica, "coupon_claims_from_memory_total");
+        const res = await claimOn(replica);
+        expect([res.status, res.body.code]).toEqual([409, "SALE_PAUSED"]);
+        return (await metric(replica, "coupon_claims_from_memory_total")) === before + 1;
+      };
+      await until(fromMemory, "a paused claim answered from memory", PROPAGATION_BOUND_MS);
+    }
 
     expect((await patch(A(), coupon, { active: true })).status).toBe(200);
     for (const replica of [B(), C()]) {
