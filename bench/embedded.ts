@@ -6,7 +6,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "./service";
+import { type Service, startEmbedded } from "./service";
 import { type CpuShare, parseSeconds, requireWrk, runWrk, type WrkResult } from "./wrk";
 
 const BINARY = join(import.meta.dir, "..", "dist", "coupon-service");
@@ -15,10 +15,8 @@ const COUPON = "embedded-hot";
 const WARMUP_COUPON = "embedded-warmup";
 const STOCK = 100_000_000;
 const CONNECTIONS = 256;
-/** How often readiness is polled: the start-up times are this precise. */
-const POLL_MS = 10;
-const READY_TIMEOUT_MS = 30_000;
-const STOP_TIMEOUT_MS = 20_000;
+/** How long the claims still inside the service may take to be decided after a run. */
+const SETTLE_TIMEOUT_MS = 20_000;
 /** After ready, before the idle resident set is read. */
 const SETTLE_MS = 2000;
 const RSS_SAMPLE_MS = 100;
@@ -58,40 +56,6 @@ export interface Ledger {
   afterRestart: number;
 }
 
-interface Running {
-  proc: Bun.Subprocess;
-  baseUrl: string;
-  readyMs: number;
-}
-
-/** Starts the binary on `dataDir` with nothing but PATH, HOST, PORT, DATA_DIR and LOG_LEVEL; times exec -> ready. */
-async function start(folder: string, dataDir: string): Promise<Running> {
-  const port = freePort();
-  const baseUrl = `http://127.0.0.1:${port}`;
-  const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOST: "127.0.0.1", PORT: String(port), DATA_DIR: dataDir };
-  const started = performance.now();
-  const proc = Bun.spawn([BINARY], { cwd: folder, env: { ...env, LOG_LEVEL: "warn" }, stdout: "inherit" });
-  while (performance.now() - started < READY_TIMEOUT_MS) {
-    if (proc.exitCode !== null) throw new Error(`service exited with code ${proc.exitCode} before it was ready`);
-    const status = await fetch(`${baseUrl}/health/ready`, { signal: AbortSignal.timeout(1000) })
-      .then((response) => response.status)
-      .catch(() => 0);
-    if (status === 200) return { proc, baseUrl, readyMs: Math.round(performance.now() - started) };
-    await Bun.sleep(POLL_MS);
-  }
-  proc.kill("SIGKILL");
-  throw new Error(`service not ready after ${READY_TIMEOUT_MS} ms`);
-}
-
-/** SIGTERM, then the exit code, which must be 0. */
-async function stop({ proc }: Running): Promise<void> {
-  proc.kill("SIGTERM");
-  const timer = setTimeout(() => proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
-  const code = await proc.exited;
-  clearTimeout(timer);
-  if (code !== 0) throw new Error(`service exited with code ${code} (signal ${proc.signalCode ?? "none"}) on SIGTERM`);
-}
-
 /** VmRSS of `pid` in MB (0 once it is gone). */
 function rssMb(pid: number): number {
   try {
@@ -122,23 +86,23 @@ async function couponState(baseUrl: string): Promise<{ amount: number; remaining
 /** Waits until no claim is waiting or in flight in the service (wrk stops with requests still inside it). */
 async function settled(baseUrl: string): Promise<void> {
   let quiet = 0;
-  for (const started = performance.now(); performance.now() - started < STOP_TIMEOUT_MS; await Bun.sleep(100)) {
+  for (const started = performance.now(); performance.now() - started < SETTLE_TIMEOUT_MS; await Bun.sleep(100)) {
     const metrics = await fetch(`${baseUrl}/metrics`).then((response) => response.text());
     const pending = Number(/^coupon_claims_pending (\d+)/m.exec(metrics)?.[1] ?? Number.NaN);
     quiet = pending === 0 ? quiet + 1 : 0;
     if (quiet === 3) return;
   }
-  throw new Error(`claims still pending ${STOP_TIMEOUT_MS} ms after the run`);
+  throw new Error(`claims still pending ${SETTLE_TIMEOUT_MS} ms after the run`);
 }
 
 const created = (result: WrkResult) => result.statuses["201"] ?? 0;
 const answered = (result: WrkResult) => Object.values(result.statuses).reduce((sum, count) => sum + count, 0);
 
 /** Runs wrk on `coupon` for `seconds`, sampling the service's resident set meanwhile. */
-async function hotCoupon(running: Running, coupon: string, seconds: number) {
-  let peak = rssMb(running.proc.pid);
+async function hotCoupon(running: Service, coupon: string, seconds: number) {
+  let peak = rssMb(running.pid);
   const sampler = setInterval(() => {
-    peak = Math.max(peak, rssMb(running.proc.pid));
+    peak = Math.max(peak, rssMb(running.pid));
   }, RSS_SAMPLE_MS);
   try {
     const run = await runWrk({
@@ -146,10 +110,10 @@ async function hotCoupon(running: Running, coupon: string, seconds: number) {
       connections: CONNECTIONS,
       seconds,
       args: [coupon],
-      servicePid: running.proc.pid,
+      servicePid: running.pid,
       databaseName: "(embedded: PGlite in the service)", // matches no PostgreSQL backend
     });
-    const end = rssMb(running.proc.pid);
+    const end = rssMb(running.pid);
     return { ...run, peakRssMb: Math.max(peak, end), endRssMb: end };
   } finally {
     clearInterval(sampler);
@@ -161,12 +125,12 @@ export async function measureEmbedded(options: { seconds: number; warmup: number
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run \`bun run build\` first`);
   const folder = mkdtempSync(join(tmpdir(), "coupon-embedded-"));
   const dataDir = join(folder, "data");
-  let running: Running | undefined;
+  let running: Service | undefined;
   try {
-    running = await start(folder, dataDir);
-    const firstStartMs = running.readyMs;
+    running = await startEmbedded(folder, dataDir);
+    const firstStartMs = Math.round(running.readyMs);
     await Bun.sleep(SETTLE_MS);
-    const idleRssMb = rssMb(running.proc.pid);
+    const idleRssMb = rssMb(running.pid);
     for (const name of [WARMUP_COUPON, COUPON]) {
       const create = await call("POST", `${running.baseUrl}/api/coupons`, { name, amount: STOCK });
       if (create.status !== 201) throw new Error(`creating coupon ${name} answered ${create.status}`);
@@ -175,11 +139,11 @@ export async function measureEmbedded(options: { seconds: number; warmup: number
     const measured = await hotCoupon(running, COUPON, options.seconds);
     await settled(running.baseUrl);
     const state = await couponState(running.baseUrl);
-    await stop(running);
-    running = await start(folder, dataDir);
-    const restartMs = running.readyMs;
+    await running.stop();
+    running = await startEmbedded(folder, dataDir);
+    const restartMs = Math.round(running.readyMs);
     const afterRestart = (await couponState(running.baseUrl)).claims;
-    await stop(running);
+    await running.stop();
     running = undefined;
 
     const { result } = measured;
@@ -209,10 +173,7 @@ export async function measureEmbedded(options: { seconds: number; warmup: number
       ledger,
     };
   } finally {
-    if (running) {
-      running.proc.kill("SIGKILL");
-      await running.proc.exited;
-    }
+    await running?.kill();
     rmSync(folder, { recursive: true, force: true });
   }
 }

@@ -29,8 +29,8 @@ export interface Service {
   readyMs: number;
   /** SIGTERM, then waits for the exit; throws if it does not exit 0 in time. */
   stop(): Promise<void>;
-  /** SIGKILL, for cleanup after a failure. */
-  kill(): void;
+  /** SIGKILL, for cleanup after a failure; resolves once the process is gone. */
+  kill(): Promise<void>;
 }
 
 /** Runs `bun run build` so the benchmark measures the current code; throws when the build fails. */
@@ -130,6 +130,22 @@ function serviceEnv(databaseUrl: string, port: number, settings: Record<string, 
   };
 }
 
+/**
+ * Starts the built binary in embedded mode (no DATABASE_URL: PGlite in `dataDir`), from `folder`, with
+ * nothing but PATH, HOST, PORT, DATA_DIR and LOG_LEVEL=warn, and waits until ready.
+ */
+export function startEmbedded(folder: string, dataDir: string): Promise<Service> {
+  const port = freePort();
+  const env = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOST: "127.0.0.1",
+    PORT: String(port),
+    DATA_DIR: dataDir,
+    LOG_LEVEL: "warn",
+  };
+  return spawnReady([BINARY], env, port, "inherit", "/health/ready", folder);
+}
+
 /** Starts the Redis+Lua benchmark peer (bench/redis-peer.ts) over `redisUrl`, its keys under `prefix`. */
 export function startPeer(redisUrl: string, prefix: string): Promise<Service> {
   const port = freePort();
@@ -142,23 +158,26 @@ export function startPeer(redisUrl: string, prefix: string): Promise<Service> {
   return spawnReady([process.execPath, join(import.meta.dir, "redis-peer.ts")], env, port, "inherit", "/health/live");
 }
 
-/** Spawns `command` listening on `port` and waits until GET `readyPath` answers 200. */
+/** Spawns `command` (in `cwd`) listening on `port` and waits until GET `readyPath` answers 200. */
 async function spawnReady(
   command: string[],
   env: Record<string, string>,
   port: number,
   stdout: "inherit" | Bun.BunFile,
   readyPath: string,
+  cwd = ROOT,
 ): Promise<Service> {
   const spawned = performance.now();
-  const proc = Bun.spawn(command, { cwd: ROOT, env, stdout, stderr: "inherit" });
+  const proc = Bun.spawn(command, { cwd, env, stdout, stderr: "inherit" });
   const baseUrl = `http://127.0.0.1:${port}`;
-  const kill = () => proc.kill("SIGKILL");
+  const kill = async () => {
+    proc.kill("SIGKILL");
+    await proc.exited;
+  };
   try {
     await waitReady(baseUrl, proc, readyPath);
   } catch (error) {
-    kill();
-    await proc.exited;
+    await kill();
     throw error;
   }
   const readyMs = performance.now() - spawned;
