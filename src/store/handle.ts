@@ -7,7 +7,7 @@ import type { TimeoutReport } from "./timeouts";
 export interface DatabaseHandle {
   db: Database;
   kind: "postgres" | "pglite";
-  /** Runs the embedded migrations in one transaction under a transaction-scoped advisory lock. */
+  /** Runs the embedded migrations in one transaction under a transaction-scoped advisory lock (one statement when all are applied). */
   migrate(): Promise<void>;
   /**
    * Proves the claim lock excludes on this database (lock-check.ts), or throws LockCheckError;
