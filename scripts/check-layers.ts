@@ -19,16 +19,18 @@ const LAYERS = {
   tracing: { paths: ["tracing/"], mayImport: ["base", "domain"] },
   // Counters named after the domain's outcomes; they know nothing of where they are counted.
   metrics: { paths: ["metrics/"], mayImport: ["domain"] },
+  // Keys, receipts and tokens (signing claims, verifying callers): known to the edge, knowing none of it.
+  identity: { paths: ["identity/"], mayImport: ["domain", "base"] },
   // Connections, schema, migrations, SQL, change feed: keeps the domain's facts, knows no engine or HTTP.
   store: { paths: ["store/"], mayImport: ["domain", "base"] },
   // Claimer, group commit, answers from memory, key turns: decides claims through the store, knows no HTTP.
   engine: { paths: ["engine/"], mayImport: ["domain", "base", "store"] },
   // The one HTTP edge (routes, models, docs, problems): the outer room, calling inward and never called.
-  http: { paths: ["http/"], mayImport: ["domain", "base", "store", "engine", "metrics", "tracing"] },
+  http: { paths: ["http/"], mayImport: ["domain", "base", "store", "engine", "metrics", "tracing", "identity"] },
   // Start-up and wiring: the one place that knows every layer and puts them together.
   wiring: {
     paths: ["main.ts", "app.ts", "startup.ts", "healthcheck.ts"],
-    mayImport: ["domain", "base", "tracing", "metrics", "store", "engine", "http"],
+    mayImport: ["domain", "base", "tracing", "metrics", "store", "engine", "http", "identity"],
   },
 } satisfies Record<string, Layer>;
 
