@@ -48,9 +48,9 @@ async function seed(service: Service, databaseUrl: string): Promise<string> {
   await postJson(`${service.baseUrl}/api/coupons`, { name: "other", amount: 100_000_000 }, 201);
   const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
   try {
-    await sql`insert into claims (user_id, coupon_name)
-      select 'user-' || g || '-' || repeat(md5(g::text), 3), 'big' from generate_series(1, ${CLAIMS}::int) g order by g`;
-    await sql`update coupons set remaining_amount = 0 where name = 'big'`;
+    await sql`insert into claims (user_id, coupon_name, seq)
+      select 'user-' || g || '-' || repeat(md5(g::text), 3), 'big', g from generate_series(1, ${CLAIMS}::int) g order by g`;
+    await sql`update coupons set remaining_amount = 0, last_seq = ${CLAIMS}::int where name = 'big'`;
     await sql`analyze claims`;
     const rows = await sql<{ user_id: string }[]>`select user_id from claims where coupon_name = 'big' order by id`;
     const body = JSON.stringify({

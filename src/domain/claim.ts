@@ -42,8 +42,12 @@ export interface ClaimRequest {
 
 /** What each outcome carries besides its name. */
 interface OutcomeFields {
-  /** The claim's instant, and the coupon's stock right after it (null when the database did not say). */
-  created: { decidedAt: Date; remaining: number | null };
+  /**
+   * The claim's instant, the coupon's stock right after it (null when the database did not say), and
+   * its seq: its place among the coupon's winning claims, 1 for the first, never reused (a replay
+   * carries the first answer's).
+   */
+  created: { decidedAt: Date; remaining: number | null; seq: number };
   /** The release's instant, and the coupon's stock right after it. */
   released: { decidedAt: Date; remaining: number };
   /** Seconds to the opening (at least 1): the answer's Retry-After. */

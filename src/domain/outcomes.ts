@@ -11,7 +11,7 @@ export interface Rejection {
   retryAfter?: number;
   /**
    * The answer invites the same request again (later): never stored under an Idempotency-Key, so the
-   * retry executes. claim_request_batch (drizzle/0004_idempotency.sql) lists the ones it decides.
+   * retry executes. claim_request_batch_seq (drizzle/0006_seq.sql) lists the ones it decides.
    */
   retry?: true;
 }

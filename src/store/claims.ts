@@ -1,11 +1,11 @@
 // The one place the service speaks the SQL of a claim. The decision itself is the database function
-// claim_batch (drizzle/0002_sale_schedule.sql): the coupon's advisory lock, then one set-based
-// statement that decides a whole batch exactly as if its claims had been applied one by one in
-// arrival order. A claim-only batch with Idempotency-Keys goes to claim_keyed_batch, a batch holding a
-// release to claim_request_batch (both drizzle/0005_fences.sql), which also stores each keyed decision
-// and takes down the release's fence in the same transaction. One call is one round trip and its own
-// transaction, so once it is sent there is nothing left to abort: the answer that comes back is
-// committed.
+// claim_batch_seq (drizzle/0006_seq.sql): the coupon's advisory lock, then one set-based statement
+// that decides a whole batch exactly as if its claims had been applied one by one in arrival order,
+// and gives each winner its seq. A claim-only batch with Idempotency-Keys goes to
+// claim_keyed_batch_seq, a batch holding a release to claim_request_batch_seq (both 0006 too), which
+// also store each keyed decision and take down the release's fence in the same transaction. One call
+// is one round trip and its own transaction, so once it is sent there is nothing left to abort: the
+// answer that comes back is committed.
 import { sql } from "drizzle-orm";
 import { type ClaimRequest, type ClaimResult, plainResults } from "../domain/claim";
 import type { DecidedOutcome } from "../domain/outcomes";
@@ -20,6 +20,8 @@ export interface ClaimDecision {
   outcome: DecidedOutcome;
   /** Set when outcome is "created" (the claim's instant) or "released" (the release's). */
   decidedAt?: Date;
+  /** Set when outcome is "created": its place among the coupon's winning claims (a replay: the stored one). */
+  seq?: number;
   /** Set when outcome is "sale_not_started": milliseconds to the opening, by the database's clock. */
   opensInMs?: number;
   /** The coupon's stock right after this request (null when the coupon does not exist). */
@@ -41,11 +43,12 @@ interface DecisionRow {
   remaining: number | null;
   opens_in_ms: number | string | null;
   replayed?: boolean;
+  seq: number | null;
 }
 
 /**
- * The one call that decides a batch: set-based claim_batch, claim_keyed_batch (set-based too) with
- * keys, or claim_request_batch (one request at a time) with releases, or `oneByOne`.
+ * The one call that decides a batch: set-based claim_batch_seq, claim_keyed_batch_seq (set-based too)
+ * with keys, or claim_request_batch_seq (one request at a time) with releases, or `oneByOne`.
  */
 function batchCall(couponName: string, requests: readonly BatchRequest[], oneByOne: boolean) {
   // Arrays as literals (textArray): the statement goes out in one round trip.
@@ -55,18 +58,18 @@ function batchCall(couponName: string, requests: readonly BatchRequest[], oneByO
   const fingerprints = sql.param(textArray(requests.map((request) => request.idempotency?.fingerprint ?? null)));
   if (!requests.some((request) => request.release)) {
     if (!keyed)
-      return sql`select outcome, claimed_at as decided_at, remaining, opens_in_ms
-        from claim_batch(${couponName}, ${users}::text[])`;
+      return sql`select outcome, claimed_at as decided_at, remaining, opens_in_ms, seq
+        from claim_batch_seq(${couponName}, ${users}::text[])`;
     if (!oneByOne)
-      return sql`select outcome, decided_at, remaining, opens_in_ms, replayed
-        from claim_keyed_batch(${couponName}, ${users}::text[], ${keys}::text[], ${fingerprints}::text[],
+      return sql`select outcome, decided_at, remaining, opens_in_ms, replayed, seq
+        from claim_keyed_batch_seq(${couponName}, ${users}::text[], ${keys}::text[], ${fingerprints}::text[],
           ${keyed.ttlMs}::float8)`;
   }
   // As text: a boolean[] literal is cast from text[] in the statement.
   const flags = sql.param(textArray(requests.map((request) => (request.release ? "t" : "f"))));
   const fences = sql.param(textArray(requests.map((request) => request.fence ?? null)));
-  return sql`select outcome, decided_at, remaining, opens_in_ms, replayed
-    from claim_request_batch(${couponName}, ${flags}::text[]::boolean[], ${users}::text[], ${keys}::text[],
+  return sql`select outcome, decided_at, remaining, opens_in_ms, replayed, seq
+    from claim_request_batch_seq(${couponName}, ${flags}::text[]::boolean[], ${users}::text[], ${keys}::text[],
       ${fingerprints}::text[], ${keyed?.ttlMs ?? 0}::float8, ${fences}::text[])`;
 }
 
@@ -75,7 +78,14 @@ function toResult(decision: ClaimDecision): ClaimResult {
   const replayed = decision.replayed ? { replayed: true as const } : {};
   switch (decision.outcome) {
     case "created":
-      return { outcome: "created", decidedAt: decision.decidedAt as Date, remaining: decision.remaining, ...replayed };
+      return {
+        outcome: "created",
+        decidedAt: decision.decidedAt as Date,
+        remaining: decision.remaining,
+        // A created decision always has its seq (claim_seq_at finds it for a key stored before 0006).
+        seq: decision.seq as number,
+        ...replayed,
+      };
     case "released":
       // A release's coupon exists: the statement always gives its stock.
       return {
@@ -98,9 +108,9 @@ function toResult(decision: ClaimDecision): ClaimResult {
 
 /** The rows of one call as the batch's decisions. */
 function toBatch(requests: readonly BatchRequest[], rows: DecisionRow[]): BatchResult {
-  // claim_request_batch and claim_keyed_batch give each row the stock after it; claim_batch the stock
-  // after the whole batch. Claims only take stock, so counting the wins back from the end gives the
-  // same per row.
+  // claim_request_batch_seq and claim_keyed_batch_seq give each row the stock after it; claim_batch_seq
+  // the stock after the whole batch. Claims only take stock, so counting the wins back from the end
+  // gives the same per row.
   const perRow = requests.some((request) => request.release || request.idempotency);
   let after = (rows.at(-1)?.remaining ?? 0) + rows.filter((row) => row.outcome === "created").length;
   return {
@@ -108,7 +118,8 @@ function toBatch(requests: readonly BatchRequest[], rows: DecisionRow[]): BatchR
       outcome: row.outcome,
       remaining: perRow || row.remaining === null ? row.remaining : row.outcome === "created" ? --after : after,
       ...(row.decided_at ? { decidedAt: new Date(row.decided_at) } : {}),
-      // claim_batch gives every row of a batch on a sale not open yet the time to the opening, a
+      ...(row.seq !== null ? { seq: row.seq } : {}),
+      // claim_batch_seq gives every row of a batch on a sale not open yet the time to the opening, a
       // holder's too; only a sale_not_started answer can use it.
       ...(row.opens_in_ms !== null && row.outcome === "sale_not_started" ? { opensInMs: Number(row.opens_in_ms) } : {}),
       ...(row.replayed ? { replayed: true as const } : {}),
@@ -131,11 +142,11 @@ async function attempt(
   requests: readonly BatchRequest[],
 ): Promise<BatchResult | undefined> {
   const given = requests.flatMap((request) => (request.idempotency ? [request.idempotency.key] : []));
-  // claim_keyed_batch takes every key once; a batch that repeats one is decided one request at a time.
+  // claim_keyed_batch_seq takes every key once; a batch that repeats one is decided one request at a time.
   const repeats = new Set(given).size < given.length;
-  // claim_keyed_batch writes its keys after deciding: one another coupon's batch took meanwhile undoes
-  // the batch. claim_request_batch takes the keys before deciding (waiting for such a batch), so it
-  // gives that request its true answer.
+  // claim_keyed_batch_seq writes its keys after deciding: one another coupon's batch took meanwhile
+  // undoes the batch. claim_request_batch_seq takes the keys before deciding (waiting for such a
+  // batch), so it gives that request its true answer.
   const calls = given.length > 0 && !repeats ? [false, true] : [repeats];
   for (const oneByOne of calls) {
     try {
@@ -185,7 +196,7 @@ export async function decideClaims(
 }
 
 /**
- * Takes `couponName`'s claim lock for the rest of the transaction: the same key claim_batch takes,
+ * Takes `couponName`'s claim lock for the rest of the transaction: the same key the batch functions take,
  * so a change made under it and the batches on that coupon are decided one after the other.
  */
 export async function lockCoupon(tx: Database, couponName: string): Promise<void> {

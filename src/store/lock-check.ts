@@ -1,6 +1,6 @@
 // The start-up self-test of the lock every claim relies on. Some engines that speak PostgreSQL's
 // protocol shipped the advisory lock functions as stubs that return at once and report success
-// (CockroachDB did for years, cockroach#13546): claim_batch would then decide concurrent batches of
+// (CockroachDB did for years, cockroach#13546): claim_batch_seq would then decide concurrent batches of
 // one coupon side by side and oversell. So before serving, prove on the configured database that a
 // transaction-scoped advisory lock held by one session makes another session's try fail, and that
 // the try succeeds once it is released; and that hashtextextended, the lock key, exists.

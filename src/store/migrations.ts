@@ -7,6 +7,7 @@ import m0002 from "../../drizzle/0002_sale_schedule.sql" with { type: "text" };
 import m0003 from "../../drizzle/0003_release.sql" with { type: "text" };
 import m0004 from "../../drizzle/0004_idempotency.sql" with { type: "text" };
 import m0005 from "../../drizzle/0005_fences.sql" with { type: "text" };
+import m0006 from "../../drizzle/0006_seq.sql" with { type: "text" };
 import journal from "../../drizzle/meta/_journal.json";
 
 export const embeddedJournal = journal;
@@ -18,4 +19,5 @@ export const embeddedSql: Record<string, string> = {
   "0003_release": m0003,
   "0004_idempotency": m0004,
   "0005_fences": m0005,
+  "0006_seq": m0006,
 };

@@ -34,7 +34,9 @@ interface HeadRow extends SaleColumns {
 }
 
 /**
- * Reads a coupon as one snapshot: stock and claimers agree. Up to `pageSize` claimers come from one
+ * Reads a coupon as one snapshot: stock and claimers agree. Claimers come in claims.id order, which per
+ * coupon is their seq order (drizzle/0006_seq.sql gives both in one order under the coupon's lock),
+ * so claimed_by lists them by seq without reading it. Up to `pageSize` claimers come from one
  * statement; more are paged by id after taking a slot, so no read holds a big coupon's claimers in
  * memory. `deadline` (performance.now() ms) bounds the wait for the database and for a slot; from its slot, a
  * paged read has as long again to stream.

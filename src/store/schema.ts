@@ -16,6 +16,9 @@ export const coupons = pgTable(
     endsAt: timestamp("ends_at", { withTimezone: true }),
     // False while an operator has paused the sale.
     active: boolean("active").notNull().default(true),
+    // The seq of the coupon's latest winning claim: the next one gets last_seq + 1. Bumped by the batch
+    // functions in the UPDATE that takes the stock, under the coupon's lock, so it is never reused.
+    lastSeq: integer("last_seq").notNull().default(0),
   },
   (table) => [
     // The database itself refuses an oversell, whatever the application does.
@@ -29,12 +32,17 @@ export const claims = pgTable(
   "claims",
   {
     // Claim order: a batch commits many claims with one now(), so created_at alone cannot order them.
+    // Per coupon, ids are given in the same order as seqs (both under the coupon's lock).
     id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
     userId: text("user_id").notNull(),
     couponName: text("coupon_name")
       .notNull()
       .references(() => coupons.name),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    // The claim's place among the coupon's winning claims, 1 for the first, never reused (a re-claim
+    // after a release gets the next). Given under the coupon's lock in the order ids are, so per
+    // coupon seq order is id order; no index: nothing looks a claim up by it.
+    seq: integer("seq").notNull(),
   },
   (table) => [
     // One claim per user per coupon, enforced by the schema.
@@ -59,8 +67,14 @@ export const claimReleases = pgTable(
       .references(() => coupons.name),
     claimedAt: timestamp("claimed_at", { withTimezone: true }).notNull(),
     releasedAt: timestamp("released_at", { withTimezone: true }).notNull(),
+    // The released claim's seq: with the claims held, a coupon's seqs are 1..last_seq, each once.
+    seq: integer("seq").notNull(),
   },
-  (table) => [index("claim_releases_coupon_name_id_idx").on(table.couponName, table.id)],
+  (table) => [
+    index("claim_releases_coupon_name_id_idx").on(table.couponName, table.id),
+    // A user's latest release on a coupon (store/claim-read.ts), one probe however many releases it has.
+    index("claim_releases_coupon_name_user_id_id_idx").on(table.couponName, table.userId, table.id),
+  ],
 );
 
 // The answers given under an Idempotency-Key (store/keys.ts), written in the transaction that
@@ -76,6 +90,8 @@ export const idempotencyKeys = pgTable(
     outcome: text("outcome"),
     decidedAt: timestamp("decided_at", { withTimezone: true }),
     remaining: integer("remaining"),
+    // The claim's seq when the decision is a claim's "created", so a replay answers the same one.
+    seq: integer("seq"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
     // A row past this instant is as good as absent; the cleanup deletes it later (IDEMPOTENCY_TTL).
     expiresAt: timestamp("expires_at", { withTimezone: true }).notNull(),

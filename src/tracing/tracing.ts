@@ -67,7 +67,7 @@ export function tracingRequested(env: Env): boolean {
 export const serviceName = (env: Env) => env.OTEL_SERVICE_NAME || "coupon-service";
 
 /** The SQL the batch call sends, by function: the db.query.text of its span (never its parameters). */
-const BATCH_SQL = "select * from claim_batch($1, $2) /* or claim_keyed_batch, claim_request_batch */";
+const BATCH_SQL = "select * from claim_batch_seq($1, $2) /* or claim_keyed_batch_seq, claim_request_batch_seq */";
 
 /** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. */
 function tracesUrl(env: Env): string {

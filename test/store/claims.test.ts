@@ -1,6 +1,7 @@
-// decideBatch (claim_batch, claim_release_batch, and with Idempotency-Keys claim_keyed_batch and
-// claim_request_batch): one batch = the same answers and state as its claims and releases applied one
-// by one in order; a keyed request's decision is stored with it and given again to the same key.
+// decideBatch (claim_batch_seq, and with Idempotency-Keys or releases claim_keyed_batch_seq and
+// claim_request_batch_seq): one batch = the same answers, state and seqs as its claims and releases
+// applied one by one in order; a keyed request's decision is stored with it and given again to the
+// same key; the names older replicas call still decide the same way.
 import { describe, expect, it } from "bun:test";
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/postgres-js";
@@ -122,8 +123,8 @@ describe("decideBatch", () => {
     const intruder = await database.sql.reserve();
     try {
       await intruder`begin`;
-      await intruder`insert into claims (user_id, coupon_name) values ('x', 'bypassed')`;
-      await intruder`update coupons set remaining_amount = remaining_amount - 1 where name = 'bypassed'`;
+      await intruder`insert into claims (user_id, coupon_name, seq) values ('x', 'bypassed', 1)`;
+      await intruder`update coupons set remaining_amount = remaining_amount - 1, last_seq = 1 where name = 'bypassed'`;
       const batch = decideBatch(database.handle.db, "bypassed", claimsBy(["y", "x", "z"]));
       await Bun.sleep(200);
       await intruder`commit`;
@@ -139,10 +140,14 @@ describe("decideBatch", () => {
     // rare, and once tempted to filter a new coupon's claims through (coupon_name, id) per user.
     await createCoupon(database.handle.db, "analysed-old", 100_000);
     await createCoupon(database.handle.db, "fresh-sale", 100_000);
-    await database.sql`insert into claims (user_id, coupon_name) select 'o' || g, 'analysed-old' from generate_series(1, 20000) g`;
+    const claimed = (prefix: string, coupon: string) =>
+      database.sql`insert into claims (user_id, coupon_name, seq)
+        select ${prefix} || g, ${coupon}, g from generate_series(1, 20000) g order by g`;
+    await claimed("o", "analysed-old");
     await database.sql`analyze claims`;
-    await database.sql`insert into claims (user_id, coupon_name) select 'f' || g, 'fresh-sale' from generate_series(1, 20000) g`;
-    await database.sql`update coupons set remaining_amount = amount - 20000 where name in ('analysed-old', 'fresh-sale')`;
+    await claimed("f", "fresh-sale");
+    await database.sql`update coupons set remaining_amount = amount - 20000, last_seq = 20000
+      where name in ('analysed-old', 'fresh-sale')`;
     // auto_explain on one session of its own reports the plan of every statement the decision runs.
     const plans: string[] = [];
     const session = postgres(database.url, { max: 1, onnotice: (notice) => void plans.push(notice.message ?? "") });
@@ -231,7 +236,7 @@ describe("decideBatch with releases", () => {
   let runs = 0;
   const request = fc.record({ user: fc.nat(6).map((u) => `u${u}`), release: fc.boolean() });
 
-  it("matches the one-by-one model on random mixed batches: every outcome and stock, then the state in SQL", async () => {
+  it("matches the one-by-one model on random mixed batches: every outcome, stock and seq, then the state in SQL", async () => {
     await fc.assert(
       fc.asyncProperty(
         ...couponArbitraries,
@@ -248,13 +253,16 @@ describe("decideBatch with releases", () => {
           Object.assign(model, modelSale(sale));
           const released: string[] = [];
           for (const batch of batches) {
+            const seqs: (number | undefined)[] = [];
             const expected = batch.map((r) => {
               const decided = modelDecide(model, r);
               if (decided[0] === "released") released.push(r.user);
+              seqs.push(decided[0] === "created" ? model.lastSeq : undefined);
               return decided;
             });
             const result = await decide(name, batch);
             expect(result.decisions.map((d): [string, number | null] => [d.outcome, d.remaining])).toEqual(expected);
+            expect(result.decisions.map((d) => d.seq)).toEqual(seqs);
             expect(result.decisions.map((d) => d.decidedAt !== undefined)).toEqual(
               expected.map(([outcome]) => outcome === "created" || outcome === "released"),
             );
@@ -844,6 +852,7 @@ describe("decideBatch with Idempotency-Keys, against the unkeyed path", () => {
                 requests.map((r) => ({ user: r.user, release: r.release === true })),
               );
               expect(withKeys.decisions.map(shape)).toEqual(without.decisions.map(shape));
+              expect(withKeys.decisions.map((d) => d.seq)).toEqual(without.decisions.map((d) => d.seq));
               expect(withKeys.decisions.map((d) => d.opensInMs !== undefined)).toEqual(
                 without.decisions.map((d) => d.opensInMs !== undefined),
               );
@@ -887,7 +896,7 @@ function rawBatch(session: Reserved, coupon: string, request: Keyed & { key: str
 const waitingInBatches = async () =>
   (
     await database.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity
-      where datname = current_database() and wait_event_type = 'Lock' and query like '%claim_%batch(%'`
+      where datname = current_database() and wait_event_type = 'Lock' and query like '%claim_%batch%(%'`
   )[0]?.n ?? 0;
 
 describe("Idempotency-Keys across transactions", () => {
@@ -1271,5 +1280,154 @@ describe("claimSnapshot (coupon_snapshot)", () => {
     });
     const [row] = await database.sql`select active from coupons where name = 'patch-expired'`;
     expect(row?.active).toBe(true);
+  });
+});
+
+/** The seq of each decision of a batch, in order: undefined for all but a created one. */
+const seqsOf = (batch: { decisions: ClaimDecision[] }) => batch.decisions.map((d) => d.seq);
+
+/** A coupon's winning claims in claims.id order, held or released since, with their seqs. */
+const seqsInSql = async (coupon: string) =>
+  (
+    await database.sql<{ user_id: string; seq: number; held: boolean }[]>`
+      select user_id, seq, held from (
+        select id, user_id, seq, true as held from claims where coupon_name = ${coupon}
+        union all
+        select claim_id, user_id, seq, false from claim_releases where coupon_name = ${coupon}
+      ) s order by id`
+  ).map((row) => `${row.user_id}:${row.seq}${row.held ? "" : " released"}`);
+
+const lastSeq = async (coupon: string) =>
+  (await database.sql<{ last_seq: number }[]>`select last_seq from coupons where name = ${coupon}`)[0]?.last_seq;
+
+describe("seq: each winning claim's place among its coupon's winning claims", () => {
+  it("numbers a coupon's winners 1, 2, 3… in arrival order, within a batch and across batches of either kind", async () => {
+    await createCoupon(database.handle.db, "seq-order", 10);
+    await createCoupon(database.handle.db, "seq-other", 10);
+    expect(seqsOf(await decideBatch(database.handle.db, "seq-order", claimsBy(["a", "b", "a", "c"])))).toEqual([
+      1,
+      2,
+      undefined,
+      3,
+    ]);
+    // Per coupon: another coupon's first winner is 1.
+    expect(seqsOf(await decideBatch(database.handle.db, "seq-other", claimsBy(["a"])))).toEqual([1]);
+    expect(seqsOf(await decideBatch(database.handle.db, "seq-order", claimsBy(["d", "b", "e"])))).toEqual([
+      4,
+      undefined,
+      5,
+    ]);
+    // A batch holding a release (claim_request_batch_seq) goes on from the same count.
+    const mixed = await decide("seq-order", [
+      { user: "f", release: false },
+      { user: "nobody", release: true },
+      { user: "g", release: false },
+    ]);
+    expect(seqsOf(mixed)).toEqual([6, undefined, 7]);
+    expect(await seqsInSql("seq-order")).toEqual(["a:1", "b:2", "c:3", "d:4", "e:5", "f:6", "g:7"]);
+    expect(await lastSeq("seq-order")).toBe(7);
+    await expectStockInvariant(database.sql, "seq-order");
+  });
+
+  it("gives a claim after a release the next number, never the released one, which its release record keeps", async () => {
+    await createCoupon(database.handle.db, "seq-reclaim", 2);
+    expect(seqsOf(await decideBatch(database.handle.db, "seq-reclaim", claimsBy(["a", "b", "c"])))).toEqual([
+      1,
+      2,
+      undefined,
+    ]);
+    // The released unit goes to the next claimer, with the next number.
+    expect(
+      seqsOf(
+        await decide("seq-reclaim", [
+          { user: "a", release: true },
+          { user: "c", release: false },
+        ]),
+      ),
+    ).toEqual([undefined, 3]);
+    // Released and claimed again in one batch: the stock is as it was, the count has moved on.
+    expect(
+      seqsOf(
+        await decide("seq-reclaim", [
+          { user: "b", release: true },
+          { user: "b", release: false },
+        ]),
+      ),
+    ).toEqual([undefined, 4]);
+    await decide("seq-reclaim", [{ user: "c", release: true }]);
+    expect(seqsOf(await decideBatch(database.handle.db, "seq-reclaim", claimsBy(["a"])))).toEqual([5]);
+    expect(await seqsInSql("seq-reclaim")).toEqual(["a:1 released", "b:2 released", "c:3 released", "b:4", "a:5"]);
+    expect(await lastSeq("seq-reclaim")).toBe(5);
+    await expectStockInvariant(database.sql, "seq-reclaim");
+  });
+
+  it("answers a keyed replay with its first answer's seq, stored with its key, on both paths and after a release", async () => {
+    await createCoupon(database.handle.db, "seq-keys", 10);
+    const [k1, k2] = [newKey("seq"), newKey("seq")];
+    expect(seqsOf(await decideKeyed("seq-keys", [{ user: "a", key: k1 }, { user: "b" }]))).toEqual([1, 2]);
+    // Claim-only (claim_keyed_batch_seq): the replay is 1 again while the new claim before it is 3.
+    const replay = await decideKeyed("seq-keys", [{ user: "c" }, { user: "a", key: k1 }]);
+    expect(replay.decisions.map((d) => [d.outcome, d.seq, d.replayed === true])).toEqual([
+      ["created", 3, false],
+      ["created", 1, true],
+    ]);
+    // With a release (claim_request_batch_seq): a new key stores its seq, an old one replays its own.
+    const nobody = { user: "nobody", release: true };
+    expect(seqsOf(await decideKeyed("seq-keys", [{ user: "d", key: k2 }, nobody]))).toEqual([4, undefined]);
+    expect(seqsOf(await decideKeyed("seq-keys", [{ user: "a", key: k1 }, nobody, { user: "d", key: k2 }]))).toEqual([
+      1,
+      undefined,
+      4,
+    ]);
+    const stored = await database.sql<{ key: string; seq: number }[]>`
+      select key, seq from idempotency_keys where key in (${k1}, ${k2}) order by seq`;
+    expect(stored.map((row) => [row.key, row.seq])).toEqual([
+      [k1, 1],
+      [k2, 4],
+    ]);
+    // The claim released, its key still answers the claim it made.
+    await decide("seq-keys", [{ user: "a", release: true }]);
+    expect(seqsOf(await decideKeyed("seq-keys", [{ user: "a", key: k1 }]))).toEqual([1]);
+    await expectStockInvariant(database.sql, "seq-keys");
+  });
+
+  it("still decides through the names the previous versions call, with their result columns, and numbers their claims too", async () => {
+    const coupon = "seq-upgrade";
+    await createCoupon(database.handle.db, coupon, 10);
+    const fp = fingerprint(CLAIM_ROUTE, [coupon, "c"]);
+    const key = newKey("seq-upgrade");
+    const fence = (await fenceOf(database.handle.db, coupon)) as string;
+    // What each older replica sends (claims.ts before 0006, and the calls before fences and before
+    // keys), one after the other in this order.
+    const calls = [
+      () => database.sql`select * from claim_batch(${coupon}, ${"{a,b}"}::text[])`,
+      () => database.sql`select * from claim_keyed_batch(${coupon}, ${"{c}"}::text[], array[${key}]::text[],
+        array[${fp}]::text[], ${HOUR}::float8)`,
+      () => database.sql`select * from claim_request_batch(${coupon}, ${"{t,f}"}::boolean[], ${"{a,d}"}::text[],
+        ${"{NULL,NULL}"}::text[], ${"{NULL,NULL}"}::text[], 0::float8, array[${fence}, NULL]::text[])`,
+      () => database.sql`select * from claim_request_batch(${coupon}, ${"{t,f}"}::boolean[], ${"{b,e}"}::text[],
+        ${"{NULL,NULL}"}::text[], ${"{NULL,NULL}"}::text[], 0::float8)`,
+      () => database.sql`select * from claim_release_batch(${coupon}, ${"{t,f}"}::boolean[], ${"{c,f}"}::text[])`,
+    ];
+    const answers: { columns: string[]; outcomes: string[] }[] = [];
+    for (const call of calls) {
+      const rows = await call();
+      answers.push({ columns: Object.keys(rows[0] ?? {}), outcomes: rows.map((row) => row.outcome) });
+    }
+    const plain = ["outcome", "claimed_at", "remaining", "opens_in_ms"];
+    const keyed = ["outcome", "decided_at", "remaining", "opens_in_ms", "replayed"];
+    expect(answers).toEqual([
+      { columns: plain, outcomes: ["created", "created"] },
+      { columns: keyed, outcomes: ["created"] },
+      { columns: keyed, outcomes: ["released", "created"] },
+      // Before fences: released unfenced, as those versions did.
+      { columns: keyed, outcomes: ["released", "created"] },
+      { columns: ["outcome", "decided_at", "remaining", "opens_in_ms"], outcomes: ["released", "created"] },
+    ]);
+    expect(await seqsInSql(coupon)).toEqual(["a:1 released", "b:2 released", "c:3 released", "d:4", "e:5", "f:6"]);
+    expect((await database.sql`select seq from idempotency_keys where key = ${key}`)[0]?.seq).toBe(3);
+    // The current path carries on from there.
+    expect(seqsOf(await decideBatch(database.handle.db, coupon, claimsBy(["g"])))).toEqual([7]);
+    await expectStockInvariant(database.sql, coupon);
   });
 });

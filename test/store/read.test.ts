@@ -37,13 +37,15 @@ function userIds(count: number): string[] {
   );
 }
 
-/** Creates `name` with `amount` in stock and inserts claims by `users` in that order, keeping the ledger. */
+/** Creates `name` with `amount` in stock and inserts claims by `users` in that order, keeping the ledger (stock and seq). */
 async function seed(db: Database, name: string, amount: number, users: string[]): Promise<void> {
   await createCoupon(db, name, amount);
   await db.execute(sql`
-    insert into claims (user_id, coupon_name)
-    select u, ${name} from unnest(${sql.param(users)}::text[]) with ordinality as t(u, ord) order by ord`);
-  await db.execute(sql`update coupons set remaining_amount = amount - ${users.length} where name = ${name}`);
+    insert into claims (user_id, coupon_name, seq)
+    select u, ${name}, ord from unnest(${sql.param(users)}::text[]) with ordinality as t(u, ord) order by ord`);
+  await db.execute(
+    sql`update coupons set remaining_amount = amount - ${users.length}, last_seq = ${users.length} where name = ${name}`,
+  );
 }
 
 const soon = () => performance.now() + 10_000;

@@ -12,11 +12,14 @@ export interface ModelCoupon {
   /** The sale's bounds, epoch ms; absent or null = none. */
   startsAt?: number | null;
   endsAt?: number | null;
+  /** The seq of the latest winning claim (absent = 0): the next winner's is one more. */
+  lastSeq?: number;
 }
 
 /**
  * Decides one claim on `coupon` (undefined = no such coupon) at `now` (epoch ms by the database's
- * clock), updating it like the service must. The rules in the order the service checks them.
+ * clock), updating it like the service must; a winner's seq is then `coupon.lastSeq`. The rules in
+ * the order the service checks them.
  */
 export function modelClaim(coupon: ModelCoupon | undefined, userId: string, now = Date.now()): ClaimOutcome {
   if (!coupon) return "not_found";
@@ -27,6 +30,7 @@ export function modelClaim(coupon: ModelCoupon | undefined, userId: string, now 
   if (coupon.remaining === 0) return "sold_out";
   coupon.remaining--;
   coupon.holders.add(userId);
+  coupon.lastSeq = (coupon.lastSeq ?? 0) + 1;
   return "created";
 }
 

@@ -1,7 +1,7 @@
 // The service's sequential rules for one coupon, as the checker applies them: the state a coupon is in,
 // and for each request in that state at an instant (the database's clock) the answer it must get and
-// the state after. The same rules as docs/api.md, claim_batch and claim_request_batch
-// (drizzle/0002, 0004) and coupons.ts, in the database's order.
+// the state after. The same rules as docs/api.md, claim_batch_seq and claim_request_batch_seq
+// (drizzle/0006) and coupons.ts, in the database's order.
 
 import type { ErrorCode } from "../../../src/domain/errors";
 import { type Rejected, rejections } from "../../../src/domain/outcomes";
