@@ -11,6 +11,7 @@ import { openPostgres } from "../../src/store/client";
 import { buildApp, listen, serveForSuite, type TestAppOptions } from "../support/app";
 import { databaseForSuite } from "../support/database";
 import { type ApiResponse, type Client, client } from "../support/http";
+import { expectStockInvariant } from "../support/invariant";
 import { until } from "../support/replicas";
 
 const TOKEN = "s3cret-token-0123456789";
@@ -544,6 +545,7 @@ describe("requests with one key at once, in one process", () => {
     expect(answers.filter((res) => res.headers.get("idempotent-replayed") === "true")).toHaveLength(9);
     expect(await holders("CONCURRENT_KEY")).toEqual(["ann"]);
     expect(await remaining("CONCURRENT_KEY")).toBe(4);
+    await expectStockInvariant(database.sql, "CONCURRENT_KEY");
   });
 
   // A request with a key waits for the one before it in this process. When that one gets no answer by

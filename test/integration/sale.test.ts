@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from "bun:test";
 import { serveForSuite } from "../support/app";
 import { databaseForSuite } from "../support/database";
 import type { ApiResponse, Client } from "../support/http";
+import { expectStockInvariant } from "../support/invariant";
 
 const TOKEN = "s3cret-token-0123456789";
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -440,5 +441,6 @@ describe("claims in SQL", () => {
     >`select count(*)::int as n from claims where coupon_name = 'WINDOW'`;
     expect(won?.n).toBeGreaterThan(0);
     expect((await read("WINDOW")).remaining_amount).toBe(100_000 - (won?.n ?? 0));
+    await expectStockInvariant(database.sql, "WINDOW");
   }, 60_000);
 });

@@ -176,5 +176,6 @@ describe("a change answered only once no replica can answer what it replaced fro
     } finally {
       cluster.proxy.restore();
     }
+    await expectStockInvariant(cluster.database.sql, coupon);
   }, 30_000);
 });

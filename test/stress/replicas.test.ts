@@ -54,6 +54,7 @@ for (const [batchMax, rounds] of [
         remaining_amount: 0,
         claimed_by: ["ann", "ben"],
       });
+      await expectStockInvariant(database.sql, coupon);
     });
 
     for (let round = 1; round <= rounds; round++) {

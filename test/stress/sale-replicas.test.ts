@@ -106,6 +106,7 @@ describe("a scheduled sale on three replicas with skewed clocks", () => {
       select count(*)::int as after from claims cl join coupons c on c.name = cl.coupon_name
       where c.name = ${coupon} and cl.created_at >= c.ends_at`;
     expect(row?.after).toBe(0);
+    await expectStockInvariant(cluster.database.sql, coupon);
   }, 30_000);
 });
 
