@@ -105,6 +105,13 @@ describe("0006_seq on a database filled by the release before it", () => {
     await sql`select claim_batch('A', '{a,c}')`;
 
     await runMigrations(database.handle.db);
+    // It rebuilt the indexes it dropped to number the claims.
+    const indexes = await sql`select indexname from pg_indexes where tablename = 'claims' order by indexname`;
+    expect(indexes.map((index) => index.indexname)).toEqual([
+      "claims_coupon_name_id_idx",
+      "claims_pkey",
+      "claims_user_id_coupon_name_key",
+    ]);
     const seqs = await sql<{ coupon_name: string; user_id: string; seq: number; held: boolean }[]>`
       select coupon_name, user_id, seq, held from (
         select id, coupon_name, user_id, seq, true as held from claims
