@@ -6,6 +6,7 @@ import pkg from "../package.json";
 export type Action =
   | { kind: "serve" }
   | { kind: "healthcheck" }
+  | { kind: "receipt-key" }
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "usage-error"; message: string };
@@ -22,6 +23,7 @@ export function parseArgs(args: readonly string[]): Action {
     return { kind: "usage-error", message: `unexpected argument: ${rest[0]}` };
   if (first === undefined || first === "serve") return { kind: "serve" };
   if (first === "healthcheck") return { kind: "healthcheck" };
+  if (first === "receipt-key") return { kind: "receipt-key" };
   return { kind: "usage-error", message: `unknown ${first.startsWith("-") ? "option" : "command"}: ${first}` };
 }
 
@@ -40,11 +42,12 @@ export function usage(schema: TObject): string {
   return [
     `coupon-service ${VERSION}: flash-sale coupon HTTP service`,
     "",
-    "Usage: coupon-service [serve | healthcheck] [--help | --version]",
+    "Usage: coupon-service [serve | healthcheck | receipt-key] [--help | --version]",
     "",
     "Commands:",
     "  serve        apply migrations, then serve HTTP until SIGTERM/SIGINT (the default)",
     "  healthcheck  exit 0 when GET /health/ready on 127.0.0.1:$PORT answers 200, else 1 with the reason",
+    "  receipt-key  print a new Ed25519 key set for RECEIPT_KEYS (private: keep it in a secret store)",
     "",
     "Options:",
     "  -h, --help     print this help and exit",

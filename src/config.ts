@@ -131,6 +131,33 @@ export const ConfigSchema = Type.Object({
         "when set (16+ characters), creating, changing and releasing (POST, PATCH, DELETE) require Authorization: Bearer <token>",
     }),
   ),
+  RECEIPT_KEYS: Type.Optional(
+    Type.String({
+      minLength: 2,
+      description:
+        'Ed25519 keys that sign claim receipts, as a JWK Set ({"keys": [...]}); unset: RECEIPT_KEYS_FILE, else embedded mode makes one in DATA_DIR, else no receipts',
+    }),
+  ),
+  RECEIPT_KEYS_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description: "a file holding the receipt keys' JWK Set (a mounted Secret), instead of RECEIPT_KEYS",
+    }),
+  ),
+  RECEIPT_SIGNING_KEY: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        "kid of the key that signs receipts; unset: the set's only private key (the others are published for verification)",
+    }),
+  ),
+  RECEIPT_ISSUER: Type.String({ minLength: 1, default: "coupon-service", description: "a receipt's iss" }),
+  RECEIPT_TTL: Type.Optional(
+    Type.String({
+      pattern: DURATION_PATTERN,
+      description: "when set, receipts expire (exp) this long after the claim, e.g. 15m; unset: no exp",
+    }),
+  ),
 });
 
 export type Config = Static<typeof ConfigSchema>;
@@ -153,9 +180,9 @@ function parsesAsUrl(url: string): boolean {
   return URL.canParse(url.replace(hosts, hosts.split(",")[0] ?? ""));
 }
 
-/** A rejected value as the error shows it: secrets never (a URL's password, the admin token). */
+/** A rejected value as the error shows it: secrets never (a URL's password, the admin token, private keys). */
 function shown(key: string, value: string | undefined): string {
-  if (key === "ADMIN_TOKEN") return `<${value?.length ?? 0} characters>`;
+  if (key === "ADMIN_TOKEN" || key === "RECEIPT_KEYS") return `<${value?.length ?? 0} characters>`;
   if (key.endsWith("DATABASE_URL") && value)
     return JSON.stringify(value.replace(/^([^:/]*:\/\/[^:@/]*:)[^@/]*@/, "$1***@"));
   return JSON.stringify(value);
@@ -201,6 +228,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       problems.push(`${key}=${shown(key, raw[key])}: ${URL_EXPECTED}`);
     }
   }
+  if (raw.RECEIPT_KEYS && raw.RECEIPT_KEYS_FILE)
+    problems.push("RECEIPT_KEYS and RECEIPT_KEYS_FILE: set one of them, not both");
+  if (raw.RECEIPT_SIGNING_KEY && !raw.RECEIPT_KEYS && !raw.RECEIPT_KEYS_FILE)
+    problems.push(
+      `RECEIPT_SIGNING_KEY=${shown("RECEIPT_SIGNING_KEY", raw.RECEIPT_SIGNING_KEY)}: names a key, but neither RECEIPT_KEYS nor RECEIPT_KEYS_FILE is set`,
+    );
   if (problems.length > 0) throw invalidConfiguration(problems);
   return candidate as Config;
 }

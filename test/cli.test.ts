@@ -5,6 +5,7 @@ import { join } from "node:path";
 import pkg from "../package.json";
 import { parseArgs, usage, VERSION } from "../src/cli";
 import { ConfigSchema } from "../src/config";
+import { parseReceiptKeys } from "../src/identity/receipt-keys";
 import { runToExit } from "./support/service";
 
 describe("parseArgs", () => {
@@ -15,6 +16,7 @@ describe("parseArgs", () => {
 
   it("recognises healthcheck, help and version, wherever --help stands", () => {
     expect(parseArgs(["healthcheck"])).toEqual({ kind: "healthcheck" });
+    expect(parseArgs(["receipt-key"])).toEqual({ kind: "receipt-key" });
     expect(parseArgs(["--help"])).toEqual({ kind: "help" });
     expect(parseArgs(["-h"])).toEqual({ kind: "help" });
     expect(parseArgs(["healthcheck", "--help"])).toEqual({ kind: "help" });
@@ -70,6 +72,14 @@ describe("the entry point's command line", () => {
   it("--version prints the version and exits 0", async () => {
     const { code, stdout, created } = await inEmptyFolder(["--version"]);
     expect({ code, stdout, created }).toEqual({ code: 0, stdout: `${pkg.version}\n`, created: [] });
+  });
+
+  it("receipt-key prints a new key set RECEIPT_KEYS takes, and exits 0 without creating anything", async () => {
+    const { code, stdout, created } = await inEmptyFolder(["receipt-key"]);
+    expect({ code, created }).toEqual({ code: 0, created: [] });
+    const keys = parseReceiptKeys(stdout, undefined, "stdout");
+    expect(keys.published).toHaveLength(1);
+    expect((await inEmptyFolder(["receipt-key"])).stdout).not.toBe(stdout);
   });
 
   it("an unknown argument prints the usage to stderr and exits 2", async () => {

@@ -78,6 +78,17 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ ADMIN_TOKEN: "short-s3cret" })).toThrow("ADMIN_TOKEN=<12 characters>");
   });
 
+  it("refuses receipt keys given twice, or a signing key named without keys, never showing RECEIPT_KEYS", () => {
+    const both = () => loadConfig({ RECEIPT_KEYS: '{"d":"s3cret"}', RECEIPT_KEYS_FILE: "/keys.json" });
+    expect(both).toThrow("RECEIPT_KEYS and RECEIPT_KEYS_FILE: set one of them, not both");
+    expect(() => loadConfig({ RECEIPT_SIGNING_KEY: "2026-12" })).toThrow(
+      'RECEIPT_SIGNING_KEY="2026-12": names a key, but neither RECEIPT_KEYS nor RECEIPT_KEYS_FILE is set',
+    );
+    expect(() => loadConfig({ RECEIPT_KEYS: "x", RECEIPT_TTL: "soon" })).toThrow("RECEIPT_KEYS=<1 characters>");
+    expect(() => loadConfig({ RECEIPT_TTL: "soon" })).toThrow('RECEIPT_TTL="soon": expected a duration');
+    expect(loadConfig({}).RECEIPT_ISSUER).toBe("coupon-service");
+  });
+
   it("keeps Idempotency-Keys for IDEMPOTENCY_TTL, 24h by default", () => {
     expect(loadConfig({}).IDEMPOTENCY_TTL).toBe("24h");
     expect(durationMs(loadConfig({}).IDEMPOTENCY_TTL)).toBe(86_400_000);
