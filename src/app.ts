@@ -8,8 +8,10 @@ import { createBodyBudget, readJsonBody } from "./http/body";
 import { couponRoutes } from "./http/coupons";
 import { docs } from "./http/docs";
 import { healthRoutes } from "./http/health";
+import { jwksRoute } from "./http/jwks";
 import { errorResponse, mapError } from "./http/problems";
 import { checkPercentEncoding, isOriginlessFallback, requestPath, withOrigin } from "./http/request";
+import type { ReceiptSigner } from "./identity/receipts";
 import { errorFields, type Logger, requestLogLevel } from "./log";
 import type { Metrics } from "./metrics/metrics";
 import type { Database } from "./store/database";
@@ -38,6 +40,8 @@ export interface AppDeps {
   isClosing?: () => boolean;
   /** OpenTelemetry traces (tracing/tracing.ts); off without one. */
   tracing?: Tracing;
+  /** Signs claim receipts (identity/receipts.ts); unset, claims carry none and the published key set is empty. */
+  receipts?: ReceiptSigner;
 }
 
 interface RequestState {
@@ -158,8 +162,10 @@ export function createApp(deps: AppDeps) {
         },
         readSlots: deps.readSlots,
         readPageSize: config.COUPON_READ_PAGE_SIZE,
+        receipts: deps.receipts,
       }),
     )
+    .use(jwksRoute(deps.receipts))
     .use(
       healthRoutes({
         db: deps.db,

@@ -6,6 +6,8 @@ import { parseArgs, usage, VERSION } from "./cli";
 import { ConfigSchema, durationMs, loadConfig } from "./config";
 import { createClaimer } from "./engine/claimer";
 import { checkReadiness } from "./healthcheck";
+import { generateReceiptKeys, loadReceiptKeys } from "./identity/receipt-keys";
+import { createReceiptSigner } from "./identity/receipts";
 import { createLogger } from "./log";
 import { createMetrics } from "./metrics/metrics";
 import { describeStartupFailure } from "./startup";
@@ -44,6 +46,18 @@ async function serve(): Promise<void> {
       data_dir: config.DATA_DIR,
       hint: "set DATABASE_URL=postgres://user:pass@host:5432/db to use PostgreSQL and run several replicas",
     });
+  }
+  // Once DATA_DIR is this process's (embedded mode keeps its generated key there); a malformed key set
+  // fails the start here.
+  const receiptKeys = await loadReceiptKeys(config, database.kind === "pglite");
+  const receipts =
+    receiptKeys &&
+    createReceiptSigner(receiptKeys, {
+      issuer: config.RECEIPT_ISSUER,
+      ...(config.RECEIPT_TTL ? { ttlMs: durationMs(config.RECEIPT_TTL) } : {}),
+    });
+  if (receiptKeys) {
+    log.info("claim receipts signed", { kid: receiptKeys.signing.kid, keys_published: receiptKeys.published.length });
   }
   // The steps that wait on the database go out together (each on a connection of its own; every
   // statement waits for the timeouts' reading first, timeouts.ts), and the app is built while they
@@ -88,6 +102,7 @@ async function serve(): Promise<void> {
     idempotencyTtlMs: durationMs(config.IDEMPOTENCY_TTL),
     readSlots: createReadSlots(config.COUPON_READ_STREAMS_MAX),
     tracing,
+    receipts,
   });
   const timeouts = await steps.timeouts;
   if (timeouts) {
@@ -166,6 +181,9 @@ async function main(): Promise<void> {
       break;
     case "healthcheck":
       return healthcheck();
+    case "receipt-key":
+      process.stdout.write(generateReceiptKeys());
+      return;
     case "serve":
       return serve();
   }

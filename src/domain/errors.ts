@@ -54,6 +54,15 @@ export function fail(failure: Failure, cause?: unknown): AppError {
 export const couponNotFound = (name: string) =>
   new AppError("COUPON_NOT_FOUND", `No coupon named ${JSON.stringify(name)}.`);
 
+/** The failure for a user who holds no claim on a coupon; `releasedAt` when the claim was released. */
+export const claimNotHeld = (releasedAt?: Date) =>
+  new AppError(
+    "CLAIM_NOT_FOUND",
+    releasedAt
+      ? `This user's claim on this coupon was released at ${releasedAt.toISOString()}.`
+      : "This user holds no claim on this coupon.",
+  );
+
 /** Failures that several layers raise, each message written once. */
 export const failures = {
   databaseUnavailable: { code: "SERVICE_UNAVAILABLE", detail: "The database is unavailable; retry shortly." },

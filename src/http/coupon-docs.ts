@@ -2,12 +2,20 @@
 // its example problems. The refusals come from domain/outcomes.ts and the failures from the code that
 // raises them, so the docs cannot drift.
 import type { DocumentDecoration } from "elysia";
-import { couponNotFound } from "../domain/errors";
+import { claimNotHeld, couponNotFound } from "../domain/errors";
 import { detailOf, rejections } from "../domain/outcomes";
 import { readTooSlow } from "../store/read";
 import { readsInFlight } from "../store/read-slots";
 import { MAX_BODY_BYTES } from "./body";
-import { ClaimCreated, ClaimReleased, CouponCreated, CouponDetails, CouponPage, CouponSummary } from "./models";
+import {
+  ClaimCreated,
+  ClaimReleased,
+  CouponCreated,
+  CouponDetails,
+  CouponPage,
+  CouponSummary,
+  HeldClaim,
+} from "./models";
 import { codesWithStatus, commonProblems, documentedResponses, rejectionsWithStatus } from "./openapi";
 
 /** What either POST may answer about its body, and the generic 500. */
@@ -262,6 +270,41 @@ export const releaseDocs: DocumentDecoration = {
     503: {
       description: `Overloaded, expired in the queue or not confirmed (${codesWithStatus(503, "release")}); safe to retry`,
       problems: rejectionsWithStatus(503, "release"),
+    },
+  }),
+};
+
+/** GET /api/coupons/{name}/claims/{user_id}. */
+export const heldDocs: DocumentDecoration = {
+  summary: "Does this user hold this coupon?",
+  description: [
+    "The user's claim on the coupon: when it was made and its `seq`, its place among the coupon's winning claims. One index lookup whatever the coupon's size, always answered by the database: a claim released since is CLAIM_NOT_FOUND, with the release's time in `detail`.",
+    "A checkout spending a coupon asks here at that moment, or verifies the claim's signed `receipt` offline (GET /.well-known/jwks.json); a receipt cannot know of a later release.",
+  ].join("\n\n"),
+  security: [],
+  responses: documentedResponses("/api/coupons/BLACK_FRIDAY/claims/user-42", {
+    200: { description: "The user holds it", schema: HeldClaim },
+    400: {
+      description: "Invalid name, user id or percent-encoding (VALIDATION_FAILED)",
+      problems: {
+        percentEncoding: {
+          code: "VALIDATION_FAILED",
+          detail: "path: invalid percent-encoding (expected UTF-8, e.g. %C3%A9).",
+        },
+      },
+    },
+    404: {
+      description: "No such coupon (COUPON_NOT_FOUND), or the user holds no claim on it (CLAIM_NOT_FOUND)",
+      problems: {
+        COUPON_NOT_FOUND: notFound,
+        CLAIM_NOT_FOUND: { code: "CLAIM_NOT_FOUND", detail: claimNotHeld().message },
+        released: { code: "CLAIM_NOT_FOUND", detail: claimNotHeld(new Date("2026-11-27T09:05:00.000Z")).message },
+      },
+    },
+    500: { description: "Unexpected failure (INTERNAL_ERROR)", problems: { internal: commonProblems.internal } },
+    503: {
+      description: "Database unavailable or slow (SERVICE_UNAVAILABLE)",
+      problems: databaseProblems,
     },
   }),
 };

@@ -4,15 +4,26 @@
 import { timingSafeEqual } from "node:crypto";
 import { Elysia } from "elysia";
 import { type Claimer, claimRequest, releaseRequest, type Trace } from "../domain/claim";
-import { AppError } from "../domain/errors";
+import { AppError, claimNotHeld } from "../domain/errors";
+import type { ReceiptSigner } from "../identity/receipts";
 import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
+import { readClaim } from "../store/claim-read";
 import { listCoupons } from "../store/coupons";
 import type { Database } from "../store/database";
 import { withDeadline } from "../store/deadline";
 import { readCoupon } from "../store/read";
 import type { ReadSlots } from "../store/read-slots";
-import { claimDocs, createDocs, idempotencyKeyDoc, listDocs, readDocs, releaseDocs, updateDocs } from "./coupon-docs";
+import {
+  claimDocs,
+  createDocs,
+  heldDocs,
+  idempotencyKeyDoc,
+  listDocs,
+  readDocs,
+  releaseDocs,
+  updateDocs,
+} from "./coupon-docs";
 import { IDEMPOTENCY_HEADER, keyOf } from "./idempotency";
 import { jsonAnswer } from "./json-stream";
 import {
@@ -31,6 +42,8 @@ export interface CouponRoutesDeps {
   db: Database;
   claimer: Claimer;
   metrics: Metrics;
+  /** Signs a receipt into each claim's 201; unset, claims carry none. */
+  receipts?: ReceiptSigner;
   /** ADMIN_TOKEN: when set, creating, changing and releasing require `Authorization: Bearer <adminToken>`. */
   adminToken?: string;
   /** REQUEST_TIMEOUT_MS: a request's deadline from its arrival, for every wait it makes. */
@@ -71,7 +84,7 @@ function requireToken(authorization: string | undefined, token: string, action: 
 
 /** The coupon API under /api/coupons. */
 export function couponRoutes(deps: CouponRoutesDeps) {
-  const { db, claimer, metrics, adminToken, requestTimeoutMs, idempotencyTtlMs, traceOf, log } = deps;
+  const { db, claimer, metrics, adminToken, requestTimeoutMs, idempotencyTtlMs, traceOf, log, receipts } = deps;
   const readOptions = { slots: deps.readSlots, pageSize: deps.readPageSize };
   const cutOff = (error: unknown) => log.warn("coupon read cut off mid-body", errorFields(error));
   const keyed = (request: Request, route: string, fields: readonly unknown[]) =>
@@ -121,7 +134,16 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         if (result.outcome !== "created") return refusal(result, body.coupon_name, set, path);
         markReplayed(set, result.replayed);
         set.status = 201;
-        return { user_id: body.user_id, coupon_name: body.coupon_name, claimed_at: result.decidedAt.toISOString() };
+        // The spec's fields first, as they always were; what was added since follows them.
+        const claimed = {
+          user_id: body.user_id,
+          coupon_name: body.coupon_name,
+          claimed_at: result.decidedAt.toISOString(),
+          seq: result.seq,
+        };
+        if (!receipts) return claimed;
+        const receipt = receipts.sign({ ...claim, seq: result.seq, claimedAt: result.decidedAt });
+        return { ...claimed, receipt };
       },
       {
         body: ClaimBody,
@@ -166,6 +188,20 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         };
       },
       { params: ClaimParams, headers: IdempotencyHeaders(idempotencyKeyDoc), detail: releaseDocs },
+    )
+    .get(
+      "/:name/claims/:user_id",
+      async ({ params }) => {
+        const held = await readClaim(db, params.name, params.user_id, performance.now() + requestTimeoutMs);
+        if (held.status !== "held") throw claimNotHeld(held.status === "released" ? held.releasedAt : undefined);
+        return {
+          coupon_name: params.name,
+          user_id: params.user_id,
+          claimed_at: held.claimedAt.toISOString(),
+          seq: held.seq,
+        };
+      },
+      { params: ClaimParams, detail: heldDocs },
     )
     .get(
       "/:name",

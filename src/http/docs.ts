@@ -43,6 +43,7 @@ export function docs() {
           servers: [{ url: "/", description: "This service" }],
           tags: [
             { name: "coupons", description: "Create, schedule, list, claim and read coupons" },
+            { name: "receipts", description: "The keys that verify claim receipts offline" },
             { name: "health", description: "Liveness and readiness" },
           ],
           components: {
@@ -57,7 +58,8 @@ export function docs() {
             },
           },
         },
-        exclude: { paths: ["/metrics", new RegExp(`^${ASSETS}`)] },
+        // staticFile: the plugin leaves out every path with a dot, /.well-known/jwks.json among them.
+        exclude: { paths: ["/metrics", new RegExp(`^${ASSETS}`)], staticFile: false },
       }),
     )
     .get(`${ASSETS}/:file`, ({ params, set }) => {

@@ -121,9 +121,42 @@ export const ListQuery = t.Object({
   after: t.Optional({ ...CouponName, description: "`next_after` of the previous page" }),
 });
 
+const Seq = Type.Integer({
+  minimum: 1,
+  description:
+    "The claim's place among the coupon's winning claims: 1 for the first, in the order they were decided; never reused (a claim after a release gets the next)",
+});
+
 export const ClaimCreated = t.Object(
-  { user_id: t.String(), coupon_name: t.String(), claimed_at: t.String({ format: "date-time" }) },
-  { examples: [{ user_id: "user-42", coupon_name: "BLACK_FRIDAY", claimed_at: "2026-11-27T09:00:00.123Z" }] },
+  {
+    user_id: t.String(),
+    coupon_name: t.String(),
+    claimed_at: t.String({ format: "date-time" }),
+    seq: Seq,
+    receipt: t.Optional(
+      t.String({
+        description:
+          "When the service signs receipts: a compact JWS (EdDSA, Ed25519) over {iss, sub: user_id, coupon, seq, iat: claimed_at, jti} (and exp with RECEIPT_TTL), verifiable offline with GET /.well-known/jwks.json",
+      }),
+    ),
+  },
+  {
+    examples: [
+      {
+        user_id: "user-42",
+        coupon_name: "BLACK_FRIDAY",
+        claimed_at: "2026-11-27T09:00:00.123Z",
+        seq: 1,
+        receipt:
+          "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCIsImtpZCI6IjIwMjYtMTIifQ.eyJpc3MiOiJjb3Vwb24tc2VydmljZSIsInN1YiI6InVzZXItNDIiLCJjb3Vwb24iOiJCTEFDS19GUklEQVkiLCJzZXEiOjEsImlhdCI6MTc5NTc3MzYwMCwianRpIjoiLi4uIn0.c2lnbmF0dXJl",
+      },
+    ],
+  },
+);
+
+export const HeldClaim = t.Object(
+  { coupon_name: t.String(), user_id: t.String(), claimed_at: t.String({ format: "date-time" }), seq: Seq },
+  { examples: [{ coupon_name: "BLACK_FRIDAY", user_id: "user-42", claimed_at: "2026-11-27T09:00:00.123Z", seq: 1 }] },
 );
 
 export const CouponDetails = t.Object(

@@ -38,6 +38,10 @@ const headers = {
     { type: "string", enum: ["true"] },
   ),
   "WWW-Authenticate": header("The bearer challenge (RFC 9110)", { type: "string" }),
+  "Cache-Control": header("How long the answer may be cached", { type: "string" }),
+  ETag: header("The answer's version: send it as If-None-Match to get 304 while it has not changed", {
+    type: "string",
+  }),
 };
 export type DocumentedHeader = keyof typeof headers;
 
@@ -54,6 +58,8 @@ export interface DocumentedResponse {
   /** Examples by name; each becomes a full problem body as the service sends it. */
   problems?: Record<string, ProblemExample>;
   headers?: DocumentedHeader[];
+  /** The success body's media type; default application/json. */
+  mediaType?: string;
 }
 
 /** Problems several routes answer, as documented examples (test/http/openapi.test.ts provokes them). */
@@ -70,7 +76,7 @@ export const commonProblems = {
 interface ResponseObject {
   description: string;
   headers: Record<string, { $ref: string }>;
-  content: Record<
+  content?: Record<
     string,
     { schema?: TSchema | { $ref: string }; examples?: Record<string, { summary: string; value: unknown }> }
   >;
@@ -98,11 +104,11 @@ export function documentedResponses(instance: string, responses: Record<number, 
             examples: problemExamples(instance, response.problems),
           },
         }
-      : { "application/json": { schema: response.schema } };
+      : response.schema && { [response.mediaType ?? "application/json"]: { schema: response.schema } };
     documented[status] = {
       description: response.description,
       headers: Object.fromEntries(names.map((name) => [name, { $ref: `#/components/headers/${name}` }])),
-      content,
+      ...(content ? { content } : {}),
     };
   }
   return documented;

@@ -90,6 +90,8 @@ describe.skipIf(!runs)("Swagger UI at /docs, in Chromium", () => {
       "/api/coupons/{name}",
       "/api/coupons/{name}",
       "/api/coupons/{name}/claims/{user_id}",
+      "/api/coupons/{name}/claims/{user_id}",
+      "/.well-known/jwks.json",
       "/health/live",
       "/health/ready",
     ]);

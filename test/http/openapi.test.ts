@@ -381,7 +381,7 @@ describe("GET /docs/json", () => {
       for (const [status, response] of Object.entries(operation.responses as Json)) {
         const where = `${method} ${path} ${status}`;
         expect(response.headers["X-Request-Id"]).toEqual(ref("X-Request-Id"));
-        const problem = !!response.content["application/problem+json"];
+        const problem = !!response.content?.["application/problem+json"];
         // A 409 of a keyed route can be IDEMPOTENCY_KEY_IN_USE (and the claim's SALE_NOT_STARTED).
         const retry = problem && (status === "503" || (keyed.includes(`${method} ${path}`) && status === "409"));
         expect(response.headers["Retry-After"], where).toEqual(retry ? ref("Retry-After") : undefined);
@@ -391,7 +391,19 @@ describe("GET /docs/json", () => {
       }
     }
     expect(doc.paths["/api/coupons"].post.responses["201"].headers.Location).toEqual(ref("Location"));
+    const jwks = doc.paths["/.well-known/jwks.json"].get.responses;
+    for (const status of ["200", "304"]) {
+      expect(jwks[status].headers, status).toEqual({
+        "X-Request-Id": ref("X-Request-Id"),
+        "Cache-Control": ref("Cache-Control"),
+        ETag: ref("ETag"),
+      });
+    }
+    expect(Object.keys(jwks["200"].content)).toEqual(["application/jwk-set+json"]);
+    expect(jwks["304"].content).toBeUndefined();
     expect(Object.keys(doc.components.headers).sort()).toEqual([
+      "Cache-Control",
+      "ETag",
       "Idempotent-Replayed",
       "Location",
       "Retry-After",
@@ -421,6 +433,9 @@ describe("the documented examples", () => {
     "delete /api/coupons/{name}/claims/{user_id} 404 not_found": () =>
       api.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42"),
     "get /api/coupons/{name} 400 percentEncoding": () => api.get("/api/coupons/%FF"),
+    "get /api/coupons/{name}/claims/{user_id} 404 COUPON_NOT_FOUND": () =>
+      api.get("/api/coupons/BLACK_FRIDAY/claims/user-42"),
+    "get /api/coupons/{name}/claims/{user_id} 400 percentEncoding": () => api.get("/api/coupons/%FF/claims/user-42"),
     "get /api/coupons 400 limit": () => api.get("/api/coupons?limit=101"),
     "post /api/coupons 400 amount": () => api.post("/api/coupons", { name: "TEN", amount: "10" }),
     "post /api/coupons 400 scheduleOrder": () =>
@@ -435,6 +450,16 @@ describe("the documented examples", () => {
     // BLACK_FRIDAY exists, and user-42 holds no claim on it yet.
     "delete /api/coupons/{name}/claims/{user_id} 404 claim_not_found": () =>
       api.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42"),
+    "get /api/coupons/{name}/claims/{user_id} 404 CLAIM_NOT_FOUND": () =>
+      api.get("/api/coupons/BLACK_FRIDAY/claims/user-42"),
+    // A real claim and release, the release's time then moved to the example's instant.
+    "get /api/coupons/{name}/claims/{user_id} 404 released": async () => {
+      await api.claim("user-42", "BLACK_FRIDAY");
+      await api.call("DELETE", "/api/coupons/BLACK_FRIDAY/claims/user-42");
+      await database.sql`update claim_releases set released_at = '2026-11-27T09:05:00Z'
+        where coupon_name = 'BLACK_FRIDAY' and user_id = 'user-42'`;
+      return api.get("/api/coupons/BLACK_FRIDAY/claims/user-42");
+    },
     "post /api/coupons 413 tooLarge": () => api.call("POST", "/api/coupons", { body: big, headers: json }),
     "post /api/coupons 415 notJson": () =>
       api.call("POST", "/api/coupons", { body: "{}", headers: { "content-type": "text/plain" } }),
@@ -584,7 +609,7 @@ describe("the documented examples", () => {
   it("leave out only answers a healthy service cannot be made to give: 500 and 503", () => {
     const documented = operations(doc).flatMap(({ path, method, operation }) =>
       Object.entries(operation.responses as Json).flatMap(([status, response]) =>
-        Object.keys(response.content["application/problem+json"]?.examples ?? {}).map(
+        Object.keys(response.content?.["application/problem+json"]?.examples ?? {}).map(
           (name) => `${method} ${path} ${status} ${name}`,
         ),
       ),

@@ -98,7 +98,7 @@ describe("POST /api/coupons/claim", () => {
     await api.createCoupon("CLAIM1", 2);
     const res = await api.claim("alice", "CLAIM1");
     expect(res.status).toBe(201);
-    expect(res.body).toEqual({ user_id: "alice", coupon_name: "CLAIM1", claimed_at: expect.any(String) });
+    expect(res.body).toEqual({ user_id: "alice", coupon_name: "CLAIM1", claimed_at: expect.any(String), seq: 1 });
     expect(Number.isNaN(Date.parse(res.body.claimed_at))).toBe(false);
   });
 

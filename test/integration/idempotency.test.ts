@@ -169,7 +169,12 @@ describe("a request again with the same Idempotency-Key", () => {
     expect(first.status).toBe(201);
     const again = await claim(api(), "ann", "REPLAY_CLAIM", key);
     expectReplay(first, again);
-    expect(again.body).toEqual({ user_id: "ann", coupon_name: "REPLAY_CLAIM", claimed_at: first.body.claimed_at });
+    expect(again.body).toEqual({
+      user_id: "ann",
+      coupon_name: "REPLAY_CLAIM",
+      claimed_at: first.body.claimed_at,
+      seq: 1,
+    });
     const [row] = await database.sql<{ created_at: Date }[]>`select created_at from claims
       where coupon_name = 'REPLAY_CLAIM' and user_id = 'ann'`;
     expect(row?.created_at.toISOString()).toBe(first.body.claimed_at);

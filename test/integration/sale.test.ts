@@ -133,7 +133,10 @@ describe("requests shaped as before the schedule", () => {
       user_id: "user-1",
       coupon_name: "PLAIN",
       claimed_at: expect.stringMatching(ISO_MS),
+      seq: 1,
     });
+    // The spec's fields first, in their order; seq (the claim's place, added since) after them.
+    expect(Object.keys(claimed.body)).toEqual(["user_id", "coupon_name", "claimed_at", "seq"]);
     const got = await api().getCoupon("PLAIN");
     expect(got.body).toEqual({ name: "PLAIN", amount: 2, remaining_amount: 1, claimed_by: ["user-1"] });
     expect(Object.keys(got.body)).toEqual(["name", "amount", "remaining_amount", "claimed_by"]);
