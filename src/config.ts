@@ -189,7 +189,7 @@ function shown(key: string, value: string | undefined): string {
 }
 
 /** The error a start-up ends with over bad settings, one line per problem; main.ts logs it alone. */
-function invalidConfiguration(problems: readonly string[]): Error {
+export function invalidConfiguration(problems: readonly string[]): Error {
   return new Error(`Invalid configuration:\n  - ${problems.join("\n  - ")}`);
 }
 

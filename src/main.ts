@@ -6,7 +6,7 @@ import { parseArgs, usage, VERSION } from "./cli";
 import { ConfigSchema, durationMs, loadConfig } from "./config";
 import { createClaimer } from "./engine/claimer";
 import { checkReadiness } from "./healthcheck";
-import { generateReceiptKeys, loadReceiptKeys } from "./identity/receipt-keys";
+import { configuredReceiptKeys, embeddedReceiptKeys, generateReceiptKeys } from "./identity/receipt-keys";
 import { createReceiptSigner } from "./identity/receipts";
 import { createLogger } from "./log";
 import { createMetrics } from "./metrics/metrics";
@@ -37,6 +37,8 @@ async function serve(): Promise<void> {
   const tracing = await createTracing(process.env);
   if (tracing.enabled) log.info("tracing on: OTLP/HTTP", { service_name: serviceName(process.env) });
 
+  // Before the database: a malformed key set fails the start like a bad setting, touching nothing.
+  const configuredKeys = await configuredReceiptKeys(config);
   const database = await openDatabase(config);
   if (database.kind === "pglite") {
     // A process-wide policy, so here and not in the store: full collections as the process grows
@@ -47,9 +49,9 @@ async function serve(): Promise<void> {
       hint: "set DATABASE_URL=postgres://user:pass@host:5432/db to use PostgreSQL and run several replicas",
     });
   }
-  // Once DATA_DIR is this process's (embedded mode keeps its generated key there); a malformed key set
-  // fails the start here.
-  const receiptKeys = await loadReceiptKeys(config, database.kind === "pglite");
+  // Embedded mode's own key once DATA_DIR is this process's, so two processes never make two.
+  const receiptKeys =
+    configuredKeys ?? (database.kind === "pglite" ? await embeddedReceiptKeys(config.DATA_DIR) : undefined);
   const receipts =
     receiptKeys &&
     createReceiptSigner(receiptKeys, {

@@ -6,6 +6,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { invalidConfiguration } from "../config";
 
 /** A public key as published in the JWK Set. */
 export interface PublicJwk {
@@ -28,7 +29,6 @@ export interface ReceiptKeySettings {
   RECEIPT_KEYS?: string;
   RECEIPT_KEYS_FILE?: string;
   RECEIPT_SIGNING_KEY?: string;
-  DATA_DIR: string;
 }
 
 /** The file embedded mode keeps its generated key in, under DATA_DIR. */
@@ -36,8 +36,8 @@ export const GENERATED_KEYS_FILE = "receipt-keys.json";
 
 const BASE64URL_32 = /^[A-Za-z0-9_-]{43}$/;
 
-/** A refused key set: `source` names where it came from, never what it holds. */
-const refused = (source: string, problem: string) => new Error(`${source}: ${problem}`);
+/** A refused key set, as a bad setting stops the start: `source` names where it came from, never what it holds. */
+const refused = (source: string, problem: string) => invalidConfiguration([`${source}: ${problem}`]);
 
 interface ParsedKey {
   kid: string;
@@ -138,26 +138,25 @@ async function generatedKeys(dataDir: string): Promise<{ text: string; path: str
   return { text, path };
 }
 
-/**
- * The receipt keys the settings give: RECEIPT_KEYS, else the file RECEIPT_KEYS_FILE, else in embedded
- * mode (`embedded`) the set kept in DATA_DIR (made on the first start); else none: no receipts.
- */
-export async function loadReceiptKeys(
-  settings: ReceiptKeySettings,
-  embedded: boolean,
-): Promise<ReceiptKeys | undefined> {
+/** The receipt keys the settings give: RECEIPT_KEYS, else the file RECEIPT_KEYS_FILE; else none. */
+export async function configuredReceiptKeys(settings: ReceiptKeySettings): Promise<ReceiptKeys | undefined> {
   const signing = settings.RECEIPT_SIGNING_KEY;
   if (settings.RECEIPT_KEYS) return parseReceiptKeys(settings.RECEIPT_KEYS, signing, "RECEIPT_KEYS");
-  if (settings.RECEIPT_KEYS_FILE) {
-    const source = `RECEIPT_KEYS_FILE=${settings.RECEIPT_KEYS_FILE}`;
-    const text = await readFile(settings.RECEIPT_KEYS_FILE, "utf8").catch((error: NodeJS.ErrnoException) => {
-      throw refused(source, `cannot read the file (${error.code ?? error.message})`);
-    });
-    return parseReceiptKeys(text, signing, source);
-  }
-  if (!embedded) return undefined;
-  // A database in memory keeps its key in memory too: both are gone with the process.
-  if (settings.DATA_DIR.startsWith("memory://")) return parseReceiptKeys(generateReceiptKeys(), undefined, "generated");
-  const { text, path } = await generatedKeys(settings.DATA_DIR);
+  if (!settings.RECEIPT_KEYS_FILE) return undefined;
+  const source = `RECEIPT_KEYS_FILE=${settings.RECEIPT_KEYS_FILE}`;
+  const text = await readFile(settings.RECEIPT_KEYS_FILE, "utf8").catch((error: NodeJS.ErrnoException) => {
+    throw refused(source, `cannot read the file (${error.code ?? error.message})`);
+  });
+  return parseReceiptKeys(text, signing, source);
+}
+
+/**
+ * Embedded mode's own keys, when none is configured: the set kept in `dataDir`, made on the first
+ * start; a database in memory (memory://) keeps its key in memory too. Call it once the process holds
+ * DATA_DIR, so two processes never make two keys.
+ */
+export async function embeddedReceiptKeys(dataDir: string): Promise<ReceiptKeys> {
+  if (dataDir.startsWith("memory://")) return parseReceiptKeys(generateReceiptKeys(), undefined, "generated");
+  const { text, path } = await generatedKeys(dataDir);
   return parseReceiptKeys(text, undefined, path);
 }

@@ -5,9 +5,10 @@ import { mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  configuredReceiptKeys,
+  embeddedReceiptKeys,
   GENERATED_KEYS_FILE,
   generateReceiptKeys,
-  loadReceiptKeys,
   parseReceiptKeys,
 } from "../../src/identity/receipt-keys";
 import { ed25519Jwk, keySet as set } from "../support/receipt-keys";
@@ -67,7 +68,7 @@ describe("parseReceiptKeys", () => {
     ];
     for (const [text, signing, expected] of cases) {
       const message = refusal(text, signing);
-      expect(message).toStartWith("RECEIPT_KEYS: ");
+      expect(message).toStartWith("Invalid configuration:\n  - RECEIPT_KEYS: ");
       expect(message).toContain(expected);
       expect(message).not.toContain(key.d);
       expect(message).not.toContain(other.d);
@@ -75,44 +76,52 @@ describe("parseReceiptKeys", () => {
   });
 });
 
-describe("loadReceiptKeys", () => {
-  it("has no keys, and no receipts, on PostgreSQL with none configured", async () => {
-    expect(await loadReceiptKeys({ DATA_DIR: "./unused" }, false)).toBeUndefined();
+describe("configuredReceiptKeys", () => {
+  it("has no keys when neither RECEIPT_KEYS nor RECEIPT_KEYS_FILE is set", async () => {
+    expect(await configuredReceiptKeys({})).toBeUndefined();
+  });
+
+  it("prefers RECEIPT_KEYS, with RECEIPT_SIGNING_KEY naming the signing key", async () => {
+    const keys = await configuredReceiptKeys({
+      RECEIPT_KEYS: set(ed25519Jwk("a"), ed25519Jwk("b")),
+      RECEIPT_SIGNING_KEY: "a",
+    });
+    expect(keys?.signing.kid).toBe("a");
   });
 
   it("reads RECEIPT_KEYS_FILE, and names the file when it cannot", async () => {
     const dir = await mkdtemp(join(tmpdir(), "receipt-keys-"));
     const file = join(dir, "keys.json");
     await writeFile(file, set(ed25519Jwk("from-file")));
-    expect((await loadReceiptKeys({ RECEIPT_KEYS_FILE: file, DATA_DIR: dir }, false))?.signing.kid).toBe("from-file");
+    expect((await configuredReceiptKeys({ RECEIPT_KEYS_FILE: file }))?.signing.kid).toBe("from-file");
     await writeFile(file, "{}");
-    await expect(loadReceiptKeys({ RECEIPT_KEYS_FILE: file, DATA_DIR: dir }, false)).rejects.toThrow(
+    await expect(configuredReceiptKeys({ RECEIPT_KEYS_FILE: file })).rejects.toThrow(
       `RECEIPT_KEYS_FILE=${file}: key 1 has no "kid"`,
     );
     const missing = join(dir, "missing.json");
-    await expect(loadReceiptKeys({ RECEIPT_KEYS_FILE: missing, DATA_DIR: dir }, true)).rejects.toThrow(
+    await expect(configuredReceiptKeys({ RECEIPT_KEYS_FILE: missing })).rejects.toThrow(
       `RECEIPT_KEYS_FILE=${missing}: cannot read the file (ENOENT)`,
     );
   });
+});
 
-  it("makes a key in DATA_DIR on embedded mode's first start, readable by its owner alone, and keeps it", async () => {
+describe("embeddedReceiptKeys", () => {
+  it("makes a key in DATA_DIR on the first start, readable by its owner alone, and keeps it", async () => {
     const dir = join(await mkdtemp(join(tmpdir(), "receipt-keys-")), "data");
-    const first = await loadReceiptKeys({ DATA_DIR: dir }, true);
+    const first = await embeddedReceiptKeys(dir);
     const path = join(dir, GENERATED_KEYS_FILE);
     expect((await stat(path)).mode & 0o777).toBe(0o600);
-    const again = await loadReceiptKeys({ DATA_DIR: dir }, true);
-    expect(again?.signing.kid).toBe(first?.signing.kid as string);
-    expect(again?.published).toEqual(first?.published as never);
+    const again = await embeddedReceiptKeys(dir);
+    expect(again.signing.kid).toBe(first.signing.kid);
+    expect(again.published).toEqual(first.published);
     expect(JSON.parse(await readFile(path, "utf8")).keys).toHaveLength(1);
   });
 
-  it("prefers configured keys to the generated one, and keeps a memory:// database's key in memory", async () => {
-    const configured = set(ed25519Jwk("configured"));
-    expect((await loadReceiptKeys({ RECEIPT_KEYS: configured, DATA_DIR: "./unused" }, true))?.signing.kid).toBe(
-      "configured",
-    );
-    const inMemory = await loadReceiptKeys({ DATA_DIR: "memory://" }, true);
-    expect(inMemory?.published).toHaveLength(1);
+  it("keeps a memory:// database's key in memory, a new one each time", async () => {
+    const one = await embeddedReceiptKeys("memory://");
+    const two = await embeddedReceiptKeys("memory://");
+    expect(one.published).toHaveLength(1);
+    expect(two.signing.kid).not.toBe(one.signing.kid);
   });
 });
 
