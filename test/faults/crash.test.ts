@@ -158,6 +158,7 @@ describe("kill -9 between applying a keyed request and answering it", () => {
       user_id: "ann",
       coupon_name: "crash-claim",
       claimed_at: row?.created_at.toISOString(),
+      seq: 1,
     });
     expect(retry.body).toEqual(lost.body); // the answer the client lost, not a new decision
 

@@ -161,6 +161,8 @@ interface Known {
   amount: number;
   holders: string[];
   sale: Sale;
+  /** The seq of the coupon's latest winning claim: the next winner's is one more. */
+  lastSeq: number;
 }
 
 const openSale: Sale = { active: true, startsAt: null, endsAt: null };
@@ -213,7 +215,7 @@ function modelAdmin(name: string, state: Known | undefined, op: AdminOp, t0: num
     if (outOfOrder(sale.startsAt, sale.endsAt))
       return unchanged(refused(400, "VALIDATION_FAILED", "ends_at: must be after starts_at"));
     if (state) return unchanged(refused(409, "COUPON_EXISTS"));
-    const created: Known = { amount: op.amount, holders: [], sale };
+    const created: Known = { amount: op.amount, holders: [], sale, lastSeq: 0 };
     return { state: created, expected: { status: 201, body: summaryOf(name, created) } };
   }
   const change: Partial<Sale> =
@@ -662,6 +664,7 @@ async function runProgram(cluster: Cluster, prefix: string, waves: Wave[]): Prom
       const start: ModelCoupon | undefined = before && {
         remaining: before.amount - before.holders.length,
         holders: new Set(before.holders),
+        lastSeq: before.lastSeq,
         ...sale,
       };
       const unexplained = () => {
@@ -680,18 +683,24 @@ async function runProgram(cluster: Cluster, prefix: string, waves: Wave[]): Prom
             }
             const next = copyCoupon(state);
             const user = userId(request?.user ?? 0);
-            if (request?.kind === "claim") return modelClaim(next, user, now) === outcome ? next : MISFIT;
+            if (request?.kind === "claim") {
+              // A winner's seq is its place among the coupon's winners in this order.
+              const fits =
+                modelClaim(next, user, now) === outcome && (outcome !== "created" || res.body.seq === next?.lastSeq);
+              return fits ? next : MISFIT;
+            }
             if (modelRelease(next, user) !== outcome) return MISFIT;
             // A release answers with the stock right after it: in arrival order with the claims around it.
             return outcome !== "released" || res.body.remaining_amount === next?.remaining ? next : MISFIT;
           },
-          stateKey: (state) => (state ? `${state.remaining} ${[...state.holders].sort()}` : "none"),
+          stateKey: (state) =>
+            state ? `${state.remaining} ${state.lastSeq ?? 0} ${[...state.holders].sort()}` : "none",
           alike: ({ op, res, request, outcome }) =>
             op.kind === "get"
               ? `get ${res.status} ${res.body.remaining_amount} ${[...(res.body.claimed_by ?? [])].sort()}`
               : op.kind === "create"
                 ? `create ${res.status} ${op.amount}`
-                : `${request?.kind} ${request?.user} ${outcome} ${res.body.remaining_amount}`,
+                : `${request?.kind} ${request?.user} ${outcome} ${res.body.remaining_amount} ${res.body.seq}`,
           ends: (state) => holdsAsRead(state, read),
         });
       let order: Step[] | undefined;
@@ -707,7 +716,7 @@ async function runProgram(cluster: Cluster, prefix: string, waves: Wave[]): Prom
       const releases = steps.filter((s) => s.outcome === "released");
       if (!open) expect(winners).toHaveLength(0);
       for (const s of winners) {
-        expect(Object.keys(s.res.body).sort()).toEqual(["claimed_at", "coupon_name", "user_id"]);
+        expect(Object.keys(s.res.body)).toEqual(["user_id", "coupon_name", "claimed_at", "seq"]);
         expect([s.res.body.user_id, s.res.body.coupon_name]).toEqual([userId(s.request?.user ?? -1), name(c)]);
       }
       for (const s of releases) {
@@ -735,7 +744,12 @@ async function runProgram(cluster: Cluster, prefix: string, waves: Wave[]): Prom
       const older = claimedBy.filter((holder) => !wonNow.has(holder));
       expect(older).toEqual((before?.holders ?? []).filter((holder) => older.includes(holder)));
       expect(claimedBy).toEqual([...older, ...claimedBy.filter((holder) => wonNow.has(holder))]);
-      known.set(name(c), { amount: amount as number, holders: claimedBy, sale });
+      // This wave's winners took the next seqs, each once (the search above placed each one).
+      const lastSeq = (before?.lastSeq ?? 0) + winners.length;
+      expect(winners.map((s) => s.res.body.seq).sort((a, b) => a - b)).toEqual(
+        winners.map((_, i) => (before?.lastSeq ?? 0) + i + 1),
+      );
+      known.set(name(c), { amount: amount as number, holders: claimedBy, sale, lastSeq });
       windows.push({
         coupon_name: name(c),
         from_at: fromAt,

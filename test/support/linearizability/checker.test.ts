@@ -50,7 +50,8 @@ const create = (amount: number, from: number, to: number, sale: { starts_at?: st
   );
 const claim = (user: string, from: number, to: number | null, answer: Answer | null, key?: string) =>
   op({ kind: "claim", user }, from, to, answer, key);
-const won = (user: string, atMs: number) => json(201, { user_id: user, coupon_name: "c", claimed_at: at(atMs) });
+const won = (user: string, atMs: number, seq = 1) =>
+  json(201, { user_id: user, coupon_name: "c", claimed_at: at(atMs), seq });
 const release = (user: string, from: number, to: number | null, answer: Answer | null, key?: string) =>
   op({ kind: "release", user }, from, to, answer, key);
 const released = (user: string, atMs: number, remaining: number) =>
@@ -129,11 +130,30 @@ describe("the checker rejects", () => {
     expect(linearizable(ops)).toBe(false);
   });
 
+  it("a winner's seq that is not its place among the winners: skipped, repeated, or reused after a release", () => {
+    const two = [create(5, 0, 1), claim("u1", 2, 3, won("u1", 2.5))];
+    expect(linearizable([...two, claim("u2", 4, 5, won("u2", 4.5, 2))])).toBe(true);
+    expect(linearizable([...two, claim("u2", 4, 5, won("u2", 4.5, 3))])).toBe(false);
+    expect(linearizable([...two, claim("u2", 4, 5, won("u2", 4.5, 1))])).toBe(false);
+    const afterRelease = [...two, release("u1", 4, 5, released("u1", 4.5, 5))];
+    expect(linearizable([...afterRelease, claim("u1", 6, 7, won("u1", 6.5, 2))])).toBe(true);
+    expect(linearizable([...afterRelease, claim("u1", 6, 7, won("u1", 6.5, 1))])).toBe(false);
+    // Racing winners: each order gives the seqs in it, so either pair fits; both the same seq does not.
+    const racing = (a: number, b: number) => [
+      create(5, 0, 1),
+      claim("u1", 2, 10, won("u1", 5, a)),
+      claim("u2", 2, 10, won("u2", 5, b)),
+    ];
+    expect(linearizable(racing(1, 2))).toBe(true);
+    expect(linearizable(racing(2, 1))).toBe(true);
+    expect(linearizable(racing(1, 1))).toBe(false);
+  });
+
   it("claimers read in another order than they won", () => {
     const ops = [
       create(5, 0, 1),
       claim("u1", 2, 3, won("u1", 2.5)),
-      claim("u2", 4, 5, won("u2", 4.5)),
+      claim("u2", 4, 5, won("u2", 4.5, 2)),
       read(6, 7, 5, ["u2", "u1"]),
     ];
     expect(linearizable(ops)).toBe(false);
@@ -192,7 +212,7 @@ describe("the checker accepts", () => {
       release("u1", 10, 15, problem("SERVICE_UNAVAILABLE")),
       read(20, 22, 1, ["u1"]),
       read(40, 42, 1, []),
-      claim("u2", 50, 51, won("u2", 50.5)),
+      claim("u2", 50, 51, won("u2", 50.5, 2)),
     ];
     expect(linearizable(ops)).toBe(true);
     // Without the 503 nothing explains the second read.
@@ -231,7 +251,7 @@ describe("the checker accepts", () => {
       create(1, 0, 1),
       claim("u1", 2, 3, won("u1", 2.5)),
       release("u1", 10, 20, released("u1", 11, 1)),
-      claim("u2", 10, 20, won("u2", 11)),
+      claim("u2", 10, 20, won("u2", 11, 2)),
       claim("u3", 15, 16, problem("SOLD_OUT")),
       read(21, 22, 1, ["u2"]),
     ];

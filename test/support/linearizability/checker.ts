@@ -62,7 +62,7 @@ function stateKeys() {
         .join("\n");
       ofKeys.set(s.keys, keys);
     }
-    return JSON.stringify([s.exists, s.amount, s.holders, s.active, s.startsAt, s.endsAt, keys]);
+    return JSON.stringify([s.exists, s.amount, s.holders, s.lastSeq, s.active, s.startsAt, s.endsAt, keys]);
   };
 }
 

@@ -25,6 +25,8 @@ export interface CouponState {
   amount: number;
   /** In claim order (claimed_by's order: a re-claim goes to the end). */
   holders: readonly string[];
+  /** The seq of the latest winning claim: the next winner's is one more (never reused after a release). */
+  lastSeq: number;
   active: boolean;
   /** Epoch ms on the database's clock; null = no bound. */
   startsAt: number | null;
@@ -39,6 +41,7 @@ export const initialState: CouponState = {
   exists: false,
   amount: 0,
   holders: [],
+  lastSeq: 0,
   active: true,
   startsAt: null,
   endsAt: null,
@@ -153,10 +156,10 @@ export function decide(coupon: string, s: CouponState, request: Request, at: num
       if (s.startsAt !== null && at < s.startsAt) return rejected("sale_not_started", s.startsAt);
       if (s.endsAt !== null && at >= s.endsAt) return rejected("sale_ended");
       if (s.holders.length === s.amount) return rejected("sold_out");
-      const body = { user_id: request.user, coupon_name: coupon };
+      const body = { user_id: request.user, coupon_name: coupon, seq: s.lastSeq + 1 };
       return {
         expected: { status: 201, body, instant: "claimed_at", keep: true },
-        after: with_({ holders: [...s.holders, request.user] }),
+        after: with_({ holders: [...s.holders, request.user], lastSeq: s.lastSeq + 1 }),
       };
     }
   }
