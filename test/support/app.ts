@@ -3,6 +3,7 @@ import { afterAll, beforeAll } from "bun:test";
 import { createApp } from "../../src/app";
 import { durationMs, loadConfig } from "../../src/config";
 import { type ClaimerOptions, createClaimer } from "../../src/engine/claimer";
+import type { TokenVerifier } from "../../src/identity/tokens";
 import { createLogger, type Logger, type RequestLogMode } from "../../src/log";
 import { createMetrics } from "../../src/metrics/metrics";
 import type { Database } from "../../src/store/database";
@@ -21,6 +22,8 @@ export interface TestAppOptions extends Partial<Omit<ClaimerOptions, "tracing">>
   idempotencyTtlMs?: number;
   tracing?: Tracing;
   logRequests?: RequestLogMode;
+  /** Bearer JWTs (AUTH_*): test/support/issuer.ts makes a verifier of its tokens. */
+  tokens?: TokenVerifier;
 }
 
 /** The settings as main.ts reads them, from an empty environment: every default as ConfigSchema gives it. */
@@ -64,6 +67,7 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     idempotencyTtlMs: options.idempotencyTtlMs ?? durationMs(defaults.IDEMPOTENCY_TTL),
     readSlots: options.readSlots ?? createReadSlots(defaults.COUPON_READ_STREAMS_MAX),
     tracing: options.tracing,
+    tokens: options.tokens,
   });
   return { app, claimer, metrics };
 }
