@@ -87,5 +87,17 @@ export async function readKeySet(document: unknown): Promise<KeySet> {
   }
   if (problems.length > 0) throw new Error(problems.join("; "));
   const local = createLocalJWKSet(document as JSONWebKeySet);
-  return { lookup: (header) => local(header), signingKeys };
+  // The key each (alg, kid) found, so a token does not search the set again; only keys found are kept.
+  const found = new Map<string, Promise<CryptoKey>>();
+  const lookup: KeyLookup = (header) => {
+    const name = `${header.alg} ${header.kid ?? ""}`;
+    let key = found.get(name);
+    if (!key) {
+      key = local(header);
+      found.set(name, key);
+      key.catch(() => found.delete(name));
+    }
+    return key;
+  };
+  return { lookup, signingKeys };
 }
