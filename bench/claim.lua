@@ -1,6 +1,6 @@
 -- wrk script for `bun run bench` (bench/run.ts drives it; see docs/benchmarks.md).
 --
---   wrk -t2 -c64 -d10s -s bench/claim.lua http://127.0.0.1:PORT/api/coupons/claim COUPON_NAME [keys] [COUNT]
+--   wrk -t2 -c64 -d10s -s bench/claim.lua http://127.0.0.1:PORT/api/coupons/claim COUPON_NAME [keys] [COUNT] [tokens=PREFIX]
 --   wrk -t2 -c256 -d10s -s bench/claim.lua http://127.0.0.1:PORT/health/live
 --
 -- With a coupon name it POSTs one claim per request, each with a distinct user_id ("t<thread>-<n>"),
@@ -8,6 +8,8 @@
 -- With a COUNT the name is a prefix: the claims go to coupons PREFIX_0 .. PREFIX_<COUNT-1>, a thread's
 -- n-th request to PREFIX_<n mod COUNT>. It counts answers per status in every thread (4xx/5xx keyed with
 -- the problem code, e.g. "409 SOLD_OUT"), and done() prints one line "BENCH_RESULT {json}".
+-- With tokens=PREFIX each claim carries "Authorization: Bearer <its user's JWT>": thread n reads
+-- PREFIX-t<n>.txt (bench/jwt.ts mints it), line i the token of user "t<n>-<i>".
 
 local threads = {}
 
@@ -21,10 +23,17 @@ end
 function init(args)
   coupon = args[1]
   keyed = false
+  tokens = nil
   coupons = { coupon }
   for i = 2, #args do
     if args[i] == "keys" then
       keyed = true
+    elseif args[i]:sub(1, 7) == "tokens=" then
+      -- Read once, before the run: a request only picks its line.
+      tokens = {}
+      for line in io.lines(string.format("%s-t%d.txt", args[i]:sub(8), thread_id)) do
+        tokens[#tokens + 1] = "Bearer " .. line
+      end
     elseif tonumber(args[i]) then
       -- Named once here, so a request only picks one: no string building per request for the name.
       coupons = {}
@@ -49,7 +58,13 @@ function request()
     return static_request
   end
   local name = coupons[sent % #coupons + 1]
-  local body = string.format('{"user_id":"t%d-%d","coupon_name":"%s"}', thread_id, sent, name)
+  local user = sent
+  if tokens then
+    -- Past the last token users repeat (ALREADY_CLAIMED, which the run reports): mint more.
+    user = (sent - 1) % #tokens + 1
+    claim_headers["Authorization"] = tokens[user]
+  end
+  local body = string.format('{"user_id":"t%d-%d","coupon_name":"%s"}', thread_id, user, name)
   if keyed then
     claim_headers["Idempotency-Key"] = string.format("%s-t%d-%d", name, thread_id, sent)
   end

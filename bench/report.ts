@@ -157,6 +157,13 @@ export function printTargets(
       `  hot coupon @256 with / without Idempotency-Key = ${ratio.toFixed(2)}x (target >= 0.7x) ${verdict(ratio >= 0.7)}`,
     );
   }
+  const bearer = find("hot_c256_jwt");
+  if (bearer && plain) {
+    const ratio = throughput(bearer) / throughput(plain);
+    console.log(
+      `  hot coupon @256 with / without a bearer JWT on every claim = ${ratio.toFixed(2)}x (target >= 0.8x) ${verdict(ratio >= 0.8)}`,
+    );
+  }
   for (const [id, label] of [
     ["hot_c256_trace100", "100%"],
     ["hot_c256_trace1", "1%"],

@@ -8,6 +8,7 @@
 // start_ready for the timed starts, embedded for embedded mode). Writes docs/benchmarks/claims-by-connections.svg when its six rows ran.
 import { RedisClient } from "bun";
 import { type EmbeddedResult, measureEmbedded } from "./embedded";
+import { type BenchIssuer, startBenchIssuer } from "./jwt";
 import { checkAnswers, checkLedger, checkPeerLedger } from "./ledger";
 import {
   embeddedLedgerHolds,
@@ -31,7 +32,7 @@ import {
   startPeer,
   startService,
 } from "./service";
-import { describeMachine, killWrk, openFilesLimit, parseSeconds, requireWrk, runWrk } from "./wrk";
+import { describeMachine, killWrk, openFilesLimit, parseSeconds, requireWrk, runWrk, WRK_THREADS } from "./wrk";
 
 /** The Redis behind the peer's rows: its URL, and its server's pid for its CPU share. */
 interface PeerRedis {
@@ -46,6 +47,11 @@ const START_READY = "start_ready";
 const EMBEDDED = "embedded";
 /** Starts timed for the start-to-ready figure, after the one that migrates the empty database. */
 const READY_STARTS = 10;
+
+/** Tokens minted per wrk thread and second of a measured run, for the JWT row: above any rate seen here. */
+const TOKENS_PER_THREAD_SECOND = 15_000;
+/** The JWT row's ADMIN_TOKEN, with which it creates its coupons (its claims carry JWTs). */
+const BENCH_ADMIN_TOKEN = "bench-admin-token-0123456789";
 
 /** Open files a run needs beyond one per connection: the service's pool, listener, pipes and runtime. */
 const FILES_MARGIN = 64;
@@ -81,14 +87,20 @@ function traceSink() {
  * Creates the run's coupons through the API (each sold out by one claim for the flood): `<id>_<phase>`,
  * or `<id>_<phase>_0..N-1` for N coupons as claim.lua names them; returns wrk's arguments for them too.
  */
-async function prepareCoupons(service: Service, scenario: Scenario, phase: string) {
+async function prepareCoupons(service: Service, scenario: Scenario, phase: string, issuer?: BenchIssuer) {
   if (scenario.kind === "live") return { coupons: [], seeded: 0, args: [] };
   const prefix = `${scenario.id}_${phase}`;
   const count = scenario.coupons;
   const coupons = count === undefined ? [prefix] : Array.from({ length: count }, (_, k) => `${prefix}_${k}`);
-  const args = [prefix, ...(scenario.keys ? ["keys"] : []), ...(count === undefined ? [] : [String(count)])];
+  const args = [
+    prefix,
+    ...(scenario.keys ? ["keys"] : []),
+    ...(count === undefined ? [] : [String(count)]),
+    ...(issuer ? [issuer.tokensArg] : []),
+  ];
   const amount = scenario.kind === "hot" ? HOT_STOCK : 1;
-  await Promise.all(coupons.map((name) => postJson(`${service.baseUrl}/api/coupons`, { name, amount }, 201)));
+  const admin: Record<string, string> = issuer ? { authorization: `Bearer ${BENCH_ADMIN_TOKEN}` } : {};
+  await Promise.all(coupons.map((name) => postJson(`${service.baseUrl}/api/coupons`, { name, amount }, 201, admin)));
   if (scenario.kind === "hot") return { coupons, seeded: 0, args };
   const seed = (coupon_name: string) =>
     postJson(`${service.baseUrl}/api/coupons/claim`, { user_id: "seed", coupon_name }, 201);
@@ -114,6 +126,12 @@ async function runScenario(
       OTEL_TRACES_SAMPLER_ARG: String(scenario.tracing),
       OTEL_EXPORTER_OTLP_PROTOCOL: process.env.OTEL_EXPORTER_OTLP_PROTOCOL || "http/protobuf",
     });
+  // Bearer JWTs: an issuer in this process, and a token for every user claim.lua names (both phases
+  // name the same users, on coupons of their own).
+  const issuer = scenario.jwt
+    ? await startBenchIssuer(Math.ceil(seconds * TOKENS_PER_THREAD_SECOND), WRK_THREADS, console.log)
+    : undefined;
+  if (issuer) Object.assign(settings, issuer.settings, { ADMIN_TOKEN: BENCH_ADMIN_TOKEN });
   const service = scenario.peer
     ? await startPeer((redis as PeerRedis).url, databaseName)
     : await startService(databaseUrl, settings);
@@ -122,7 +140,7 @@ async function runScenario(
   try {
     const phases = warmup > 0 ? (["warmup", "measure"] as const) : (["measure"] as const);
     for (const phase of phases) {
-      const { coupons, seeded, args } = await prepareCoupons(service, scenario, phase);
+      const { coupons, seeded, args } = await prepareCoupons(service, scenario, phase, issuer);
       const path = scenario.kind === "live" ? "/health/live" : "/api/coupons/claim";
       const { result, cpu } = await runWrk({
         url: `${service.baseUrl}${path}`,
@@ -139,6 +157,8 @@ async function runScenario(
     service.kill();
     current = undefined;
     throw error;
+  } finally {
+    issuer?.stop();
   }
   await service.stop();
   current = undefined;

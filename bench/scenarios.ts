@@ -13,6 +13,8 @@ export interface Scenario {
   batchMax?: number;
   /** Every claim carries its own Idempotency-Key. */
   keys?: boolean;
+  /** The service checks bearer JWTs (AUTH_*, bench/jwt.ts) and every claim carries its user's. */
+  jwt?: true;
   /** Traces exported over OTLP/HTTP to a sink in this process, sampling this ratio of requests. */
   tracing?: number;
   /** Measures the Redis+Lua peer (bench/redis-peer.ts) instead of the service. */
@@ -42,6 +44,7 @@ export const SCENARIOS: Scenario[] = [
   { id: "hot_c64", label: "hot coupon", kind: "hot", connections: 64 },
   { id: "hot_c256_b1", label: "hot coupon", kind: "hot", connections: 256, batchMax: 1 },
   { id: "hot_c256", label: "hot coupon", kind: "hot", connections: 256 },
+  { id: "hot_c256_jwt", label: "hot coupon, bearer JWT on every claim", kind: "hot", connections: 256, jwt: true },
   { id: "hot_c1024", label: "hot coupon", kind: "hot", connections: 1024 },
   { id: "hot_c256_coupons8", label: "8 hot coupons", kind: "hot", connections: 256, coupons: 8 },
   { id: "hot_c256_coupons64", label: "64 hot coupons", kind: "hot", connections: 256, coupons: 64 },

@@ -194,10 +194,15 @@ async function stopProcess(proc: Bun.Subprocess): Promise<void> {
 }
 
 /** POSTs a JSON body and throws unless the answer has the expected status. */
-export async function postJson(url: string, body: unknown, expected: number): Promise<void> {
+export async function postJson(
+  url: string,
+  body: unknown,
+  expected: number,
+  headers: Record<string, string> = {},
+): Promise<void> {
   const response = await fetch(url, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(body),
     signal: AbortSignal.timeout(10_000),
   });

@@ -91,10 +91,23 @@ export function parseSeconds(text: string, name: string): number {
   return Number(match[1]) * (match[2] === "m" ? 60 : 1);
 }
 
+/** wrk's threads: claim.lua numbers its users per thread (bench/jwt.ts mints a file of tokens for each). */
+export const WRK_THREADS = 2;
+
 /** Runs wrk -t2 for `seconds` and returns its result line and the CPU shares over the run. */
 export async function runWrk(options: WrkOptions): Promise<{ result: WrkResult; cpu: CpuShare }> {
   const { url, connections, seconds, args, servicePid, databaseName, storePid } = options;
-  const command = ["wrk", "-t2", `-c${connections}`, `-d${seconds}s`, "--timeout", WRK_TIMEOUT, "-s", SCRIPT, url];
+  const command = [
+    "wrk",
+    `-t${WRK_THREADS}`,
+    `-c${connections}`,
+    `-d${seconds}s`,
+    "--timeout",
+    WRK_TIMEOUT,
+    "-s",
+    SCRIPT,
+    url,
+  ];
   const before = cpuSnapshot(servicePid, databaseName, storePid);
   const started = performance.now();
   const proc = Bun.spawn([...command, ...args], { stdout: "pipe", stderr: "pipe" });

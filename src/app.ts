@@ -4,6 +4,7 @@ import { Elysia } from "elysia";
 import type { Config } from "./config";
 import type { Claimer } from "./domain/claim";
 import { fail, failures } from "./domain/errors";
+import { jwtSchemes } from "./http/auth-docs";
 import { createBodyBudget, readJsonBody } from "./http/body";
 import { couponRoutes } from "./http/coupons";
 import { docs } from "./http/docs";
@@ -12,6 +13,7 @@ import { jwksRoute } from "./http/jwks";
 import { errorResponse, mapError } from "./http/problems";
 import { checkPercentEncoding, isOriginlessFallback, requestPath, withOrigin } from "./http/request";
 import type { ReceiptSigner } from "./identity/receipts";
+import type { TokenVerifier } from "./identity/tokens";
 import { errorFields, type Logger, requestLogLevel } from "./log";
 import type { Metrics } from "./metrics/metrics";
 import type { Database } from "./store/database";
@@ -42,6 +44,8 @@ export interface AppDeps {
   tracing?: Tracing;
   /** Signs claim receipts (identity/receipts.ts); unset, claims carry none and the published key set is empty. */
   receipts?: ReceiptSigner;
+  /** Bearer JWTs from the AUTH_* settings (identity/tokens.ts); without them claims need no token. */
+  tokens?: TokenVerifier;
 }
 
 interface RequestState {
@@ -145,7 +149,7 @@ export function createApp(deps: AppDeps) {
         log.error("request log failed", { request_id: state.id, ...errorFields(failure) });
       }
     })
-    .use(docs())
+    .use(docs(jwtSchemes(deps.tokens)))
     .use(
       couponRoutes({
         db: deps.db,
@@ -153,6 +157,7 @@ export function createApp(deps: AppDeps) {
         metrics,
         log,
         adminToken: config.ADMIN_TOKEN,
+        tokens: deps.tokens,
         requestTimeoutMs,
         idempotencyTtlMs: deps.idempotencyTtlMs,
         // Sampled requests only: an unsampled one costs its queue and batch no span at all.

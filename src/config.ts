@@ -8,6 +8,11 @@ import { logLevels, requestLogModes } from "./log";
 // At most six digits: PostgreSQL refuses an interval past about 178 million years.
 const DURATION_PATTERN = "^([1-9][0-9]{0,5})(ms|s|m|h|d)$";
 
+// One scope token of RFC 6749 (section 3.3): printable ASCII but the space, `"` and `\`.
+const SCOPE_PATTERN = "^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$";
+const SCOPE_EXPECTED = 'expected one scope: printable ASCII without spaces, " or \\';
+const JWKS_URL_EXPECTED = "expected an http(s) URL";
+
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
 
@@ -158,6 +163,37 @@ export const ConfigSchema = Type.Object({
       description: "when set, receipts expire (exp) this long after the claim, e.g. 15m; unset: no exp",
     }),
   ),
+  // Bearer JWTs from an identity provider: all of issuer, audience and one source of keys, or none.
+  AUTH_ISSUER: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        "the identity provider's issuer (iss); set with AUTH_AUDIENCE and keys, a claim requires Authorization: Bearer <JWT> whose sub is its user_id",
+    }),
+  ),
+  AUTH_AUDIENCE: Type.Optional(
+    Type.String({ minLength: 1, description: "the audience (aud) tokens must name: this API at the provider" }),
+  ),
+  AUTH_JWKS_URL: Type.Optional(
+    Type.String({
+      pattern: "^https?://",
+      description:
+        "the provider's JWK Set URL: fetched at start, kept 10 min, fetched again for an unknown kid at most every 30 s",
+    }),
+  ),
+  AUTH_JWKS_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description: "a JWK Set JSON file instead of AUTH_JWKS_URL (air-gapped setups), read at start: restart to rotate",
+    }),
+  ),
+  AUTH_ADMIN_SCOPE: Type.Optional(
+    Type.String({
+      pattern: SCOPE_PATTERN,
+      description:
+        "a token listing this in scope, scp or roles may create, change and release too; set: those require ADMIN_TOKEN or such a token",
+    }),
+  ),
 });
 
 export type Config = Static<typeof ConfigSchema>;
@@ -183,7 +219,7 @@ function parsesAsUrl(url: string): boolean {
 /** A rejected value as the error shows it: secrets never (a URL's password, the admin token, private keys). */
 function shown(key: string, value: string | undefined): string {
   if (key === "ADMIN_TOKEN" || key === "RECEIPT_KEYS") return `<${value?.length ?? 0} characters>`;
-  if (key.endsWith("DATABASE_URL") && value)
+  if ((key.endsWith("DATABASE_URL") || key === "AUTH_JWKS_URL") && value)
     return JSON.stringify(value.replace(/^([^:/]*:\/\/[^:@/]*:)[^@/]*@/, "$1***@"));
   return JSON.stringify(value);
 }
@@ -196,6 +232,37 @@ export function invalidConfiguration(problems: readonly string[]): Error {
 /** The same error for one setting read outside ConfigSchema (the OTEL_* variables). */
 export function invalidSetting(key: string, value: string, expected: string): Error {
   return invalidConfiguration([`${key}=${JSON.stringify(value)}: ${expected}`]);
+}
+
+const AUTH_SETTINGS = ["AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_URL", "AUTH_JWKS_FILE", "AUTH_ADMIN_SCOPE"] as const;
+
+/** What is wrong with the AUTH_* settings together: tokens are checked with issuer, audience and keys, or not at all. */
+function authProblems(candidate: Record<string, unknown>, raw: Record<string, string>): string[] {
+  const given = AUTH_SETTINGS.filter((key) => candidate[key] !== undefined);
+  if (given.length === 0) return [];
+  const problems: string[] = [];
+  const missing = [
+    ...(candidate.AUTH_ISSUER === undefined ? ["AUTH_ISSUER (the tokens' iss)"] : []),
+    ...(candidate.AUTH_AUDIENCE === undefined ? ["AUTH_AUDIENCE (the tokens' aud)"] : []),
+    ...(candidate.AUTH_JWKS_URL === undefined && candidate.AUTH_JWKS_FILE === undefined
+      ? ["AUTH_JWKS_URL or AUTH_JWKS_FILE (the issuer's keys)"]
+      : []),
+  ];
+  if (missing.length > 0) {
+    const named = given.length === 1 ? `${given[0]} is` : `${given.slice(0, -1).join(", ")} and ${given.at(-1)} are`;
+    problems.push(
+      `${named} set without ${missing.join(" and without ")}: bearer tokens need an issuer, an audience and keys together`,
+    );
+  }
+  if (candidate.AUTH_JWKS_URL !== undefined && candidate.AUTH_JWKS_FILE !== undefined) {
+    problems.push("AUTH_JWKS_URL and AUTH_JWKS_FILE are both set: the keys come from one of them");
+  }
+  const url = raw.AUTH_JWKS_URL;
+  const listed = problems.some((problem) => problem.startsWith("AUTH_JWKS_URL="));
+  if (url !== undefined && /^https?:\/\//.test(url) && !URL.canParse(url) && !listed) {
+    problems.push(`AUTH_JWKS_URL=${shown("AUTH_JWKS_URL", url)}: ${JWKS_URL_EXPECTED}`);
+  }
+  return problems;
 }
 
 /** Reads and validates the configuration; throws one Error listing every invalid variable. */
@@ -218,7 +285,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         ? URL_EXPECTED
         : e.schema.pattern === DURATION_PATTERN
           ? "expected a duration: a whole number with ms, s, m, h or d (24h, 90s)"
-          : e.message;
+          : key === "AUTH_ADMIN_SCOPE"
+            ? SCOPE_EXPECTED
+            : key === "AUTH_JWKS_URL"
+              ? JWKS_URL_EXPECTED
+              : e.message;
     return `${key}=${shown(key, raw[key])}: ${expected}`;
   });
   for (const key of ["DATABASE_URL", "LISTEN_DATABASE_URL", "MIGRATION_DATABASE_URL"] as const) {
@@ -234,6 +305,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push(
       `RECEIPT_SIGNING_KEY=${shown("RECEIPT_SIGNING_KEY", raw.RECEIPT_SIGNING_KEY)}: names a key, but neither RECEIPT_KEYS nor RECEIPT_KEYS_FILE is set`,
     );
+  problems.push(...authProblems(candidate, raw));
   if (problems.length > 0) throw invalidConfiguration(problems);
   return candidate as Config;
 }

@@ -8,6 +8,7 @@ import { createClaimer } from "./engine/claimer";
 import { checkReadiness } from "./healthcheck";
 import { configuredReceiptKeys, embeddedReceiptKeys, generateReceiptKeys } from "./identity/receipt-keys";
 import { createReceiptSigner } from "./identity/receipts";
+import { tokenVerifierFrom } from "./identity/tokens";
 import { createLogger } from "./log";
 import { createMetrics } from "./metrics/metrics";
 import { describeStartupFailure } from "./startup";
@@ -36,6 +37,19 @@ async function serve(): Promise<void> {
   // Before the database: a bad OTEL_* setting fails the start like a bad variable of the service's own.
   const tracing = await createTracing(process.env);
   if (tracing.enabled) log.info("tracing on: OTLP/HTTP", { service_name: serviceName(process.env) });
+  // Before the database too: a broken AUTH_JWKS_FILE fails the start; a URL's keys are fetched meanwhile.
+  const tokens = await tokenVerifierFrom(config, log);
+  if (tokens) {
+    void tokens.keys.warm();
+    log.info("claims need a bearer JWT", {
+      issuer: config.AUTH_ISSUER,
+      audience: config.AUTH_AUDIENCE,
+      keys: config.AUTH_JWKS_FILE ? "AUTH_JWKS_FILE" : "AUTH_JWKS_URL",
+      admin_scope: config.AUTH_ADMIN_SCOPE,
+    });
+    if (!config.ADMIN_TOKEN && !config.AUTH_ADMIN_SCOPE)
+      log.warn("creating, changing and releasing coupons are open: set ADMIN_TOKEN or AUTH_ADMIN_SCOPE");
+  }
 
   // Before the database: a malformed key set fails the start like a bad setting, touching nothing.
   const configuredKeys = await configuredReceiptKeys(config);
@@ -105,6 +119,7 @@ async function serve(): Promise<void> {
     readSlots: createReadSlots(config.COUPON_READ_STREAMS_MAX),
     tracing,
     receipts,
+    tokens,
   });
   const timeouts = await steps.timeouts;
   if (timeouts) {

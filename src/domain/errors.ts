@@ -6,6 +6,7 @@ export const errorCodes = [
   "VALIDATION_FAILED",
   "UNAUTHORIZED",
   "FORBIDDEN",
+  "FORBIDDEN_USER",
   "NOT_FOUND",
   "COUPON_NOT_FOUND",
   "CLAIM_NOT_FOUND",
@@ -25,15 +26,27 @@ export const errorCodes = [
 
 export type ErrorCode = (typeof errorCodes)[number];
 
-/** The one error type the code throws; `retryAfter` (seconds) says when a retry may succeed. */
+/** Why a bearer token that was given is refused, in RFC 6750's words (its challenge names it). */
+export type TokenError = "invalid_token" | "insufficient_scope";
+
+/**
+ * The one error type the code throws; `retryAfter` (seconds) says when a retry may succeed, and
+ * `tokenError` why a bearer token that was given is refused.
+ */
 export class AppError extends Error {
   readonly code: ErrorCode;
   readonly retryAfter?: number;
-  constructor(code: ErrorCode, detail: string, options?: { retryAfter?: number; cause?: unknown }) {
+  readonly tokenError?: TokenError;
+  constructor(
+    code: ErrorCode,
+    detail: string,
+    options?: { retryAfter?: number; cause?: unknown; tokenError?: TokenError },
+  ) {
     super(detail, { cause: options?.cause });
     this.name = "AppError";
     this.code = code;
     this.retryAfter = options?.retryAfter;
+    this.tokenError = options?.tokenError;
   }
 }
 

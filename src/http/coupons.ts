@@ -1,11 +1,12 @@
 // HTTP for coupons: each route parses its request, calls one function (the claimer for every write
 // decided in turn on a coupon, the store for reads), and renders its result; refusals are rendered by
-// the HTTP edge (problems.ts). Also here: who may write (ADMIN_TOKEN) and each request's one deadline.
-import { timingSafeEqual } from "node:crypto";
+// the HTTP edge (problems.ts). Also here: each request's one deadline, which its access check (auth.ts)
+// honours too.
 import { Elysia } from "elysia";
 import { type Claimer, claimRequest, releaseRequest, type Trace } from "../domain/claim";
-import { AppError, claimNotHeld } from "../domain/errors";
+import { claimNotHeld } from "../domain/errors";
 import type { ReceiptSigner } from "../identity/receipts";
+import type { TokenVerifier } from "../identity/tokens";
 import { errorFields, type Logger } from "../log";
 import type { Metrics } from "../metrics/metrics";
 import { readClaim } from "../store/claim-read";
@@ -14,6 +15,8 @@ import type { Database } from "../store/database";
 import { withDeadline } from "../store/deadline";
 import { readCoupon } from "../store/read";
 import type { ReadSlots } from "../store/read-slots";
+import { accessRules } from "./auth";
+import { authDocs } from "./auth-docs";
 import {
   claimDocs,
   createDocs,
@@ -46,6 +49,8 @@ export interface CouponRoutesDeps {
   receipts?: ReceiptSigner;
   /** ADMIN_TOKEN: when set, creating, changing and releasing require `Authorization: Bearer <adminToken>`. */
   adminToken?: string;
+  /** Bearer JWTs (AUTH_*): when set, a claim requires its user's, and one with the admin scope may write (auth.ts). */
+  tokens?: TokenVerifier;
   /** REQUEST_TIMEOUT_MS: a request's deadline from its arrival, for every wait it makes. */
   requestTimeoutMs: number;
   /** IDEMPOTENCY_TTL: how long an Idempotency-Key's answer is kept. */
@@ -65,33 +70,24 @@ interface Decided {
   release?: boolean;
 }
 
-/**
- * Checks the bearer token in constant time (length leaks nothing useful: tokens are fixed-size
- * secrets); `action` ("creating", "changing") names what it guards in the problem's detail.
- */
-function requireToken(authorization: string | undefined, token: string, action: string): void {
-  const match = /^Bearer (.+)$/i.exec(authorization ?? "");
-  if (!match?.[1]) {
-    const doing = action[0]?.toUpperCase() + action.slice(1);
-    throw new AppError("UNAUTHORIZED", `${doing} coupons requires Authorization: Bearer <token>.`);
-  }
-  const given = Buffer.from(match[1]);
-  const expected = Buffer.from(token);
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-    throw new AppError("FORBIDDEN", `The bearer token is not valid for ${action} coupons.`);
-  }
-}
-
 /** The coupon API under /api/coupons. */
 export function couponRoutes(deps: CouponRoutesDeps) {
-  const { db, claimer, metrics, adminToken, requestTimeoutMs, idempotencyTtlMs, traceOf, log, receipts } = deps;
+  const { db, claimer, metrics, requestTimeoutMs, idempotencyTtlMs, traceOf, log, receipts } = deps;
+  const access = accessRules(deps.adminToken, deps.tokens);
+  const secured = authDocs(deps.adminToken, deps.tokens);
   const readOptions = { slots: deps.readSlots, pageSize: deps.readPageSize };
   const cutOff = (error: unknown) => log.warn("coupon read cut off mid-body", errorFields(error));
   const keyed = (request: Request, route: string, fields: readonly unknown[]) =>
     keyOf(request.headers.get(IDEMPOTENCY_HEADER), route, fields, idempotencyTtlMs);
-  // A claim or release on `coupon` for `user`, with the request's key and trace, counted by outcome.
-  const decide = async (request: Request, route: string, { coupon, user, release = false }: Decided) => {
-    const extras = { idempotency: keyed(request, route, [coupon, user]), trace: traceOf(request) };
+  // A claim or release on `coupon` for `user` that arrived at `arrivedAt`, with the request's key and
+  // trace, counted by outcome.
+  const decide = async (
+    request: Request,
+    route: string,
+    arrivedAt: number,
+    { coupon, user, release = false }: Decided,
+  ) => {
+    const extras = { arrivedAt, idempotency: keyed(request, route, [coupon, user]), trace: traceOf(request) };
     const result = await claimer.claimCoupon(
       (release ? releaseRequest : claimRequest)(coupon, user, requestTimeoutMs, extras),
     );
@@ -102,15 +98,16 @@ export function couponRoutes(deps: CouponRoutesDeps) {
     .post(
       "",
       async ({ body, set, headers, request, path }) => {
-        if (adminToken) requireToken(headers.authorization, adminToken, "creating");
+        // One deadline from arrival, for the access check, the key's turn and the create.
+        const deadline = performance.now() + requestTimeoutMs;
+        if (access.admin) await access.admin(headers.authorization, "creating", deadline);
         const schedule = parseSchedule(body);
         const key = keyed(request, "POST /api/coupons", [body.name, body.amount, schedule.startsAt, schedule.endsAt]);
         const result = await claimer.createCoupon({
           name: body.name,
           amount: body.amount,
           schedule,
-          // One deadline from arrival, whether or not the request waits for its key's turn.
-          deadline: performance.now() + requestTimeoutMs,
+          deadline,
           ...(key ? { idempotency: key } : {}),
         });
         if (result.outcome !== "created") return refusal(result, body.name, set, path);
@@ -123,14 +120,20 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         body: CreateCouponBody,
         // The app's onParse still reads the body; "json" only tells the OpenAPI document its media type.
         parse: "json",
-        detail: createDocs,
+        detail: secured.admin(createDocs, "creating", "/api/coupons"),
       },
     )
     .post(
       "/claim",
       async ({ body, set, path, request }) => {
+        const arrivedAt = performance.now();
+        // Before the claim is queued: a refused caller never holds a place in its coupon's queue.
+        if (access.claim) {
+          const authorization = request.headers.get("authorization") ?? undefined;
+          await access.claim(authorization, body.user_id, arrivedAt + requestTimeoutMs);
+        }
         const claim = { coupon: body.coupon_name, user: body.user_id };
-        const result = await decide(request, "POST /api/coupons/claim", claim);
+        const result = await decide(request, "POST /api/coupons/claim", arrivedAt, claim);
         if (result.outcome !== "created") return refusal(result, body.coupon_name, set, path);
         markReplayed(set, result.replayed);
         set.status = 201;
@@ -148,7 +151,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
       {
         body: ClaimBody,
         parse: "json", // as on create: documents the media type, the app's onParse reads the body
-        detail: claimDocs,
+        detail: secured.claim(claimDocs),
       },
     )
     .get("", ({ query }) => withDeadline(listCoupons(db, Number(query.limit ?? 20), query.after), requestTimeoutMs), {
@@ -158,9 +161,10 @@ export function couponRoutes(deps: CouponRoutesDeps) {
     .patch(
       "/:name",
       async ({ params, body, headers }) => {
-        if (adminToken) requireToken(headers.authorization, adminToken, "changing");
-        // One deadline from arrival, for the announcement, its lease and the change.
-        return claimer.changeSale(params.name, parseChange(body), performance.now() + requestTimeoutMs);
+        // One deadline from arrival, for the access check, the announcement, its lease and the change.
+        const deadline = performance.now() + requestTimeoutMs;
+        if (access.admin) await access.admin(headers.authorization, "changing", deadline);
+        return claimer.changeSale(params.name, parseChange(body), deadline);
       },
       {
         params: CouponParams,
@@ -168,16 +172,18 @@ export function couponRoutes(deps: CouponRoutesDeps) {
         parse: "json",
         // Before validation, which would silently drop an unknown field (amount, a typo) from the body.
         transform: ({ body }) => refuseUnknownFields(body),
-        detail: updateDocs,
+        detail: secured.admin(updateDocs, "changing", "/api/coupons/BLACK_FRIDAY"),
       },
     )
     .delete(
       "/:name/claims/:user_id",
       async ({ params, set, path, request }) => {
+        const arrivedAt = performance.now();
         // From the request: the header schema below (for the docs) leaves only the key in `headers`.
-        if (adminToken) requireToken(request.headers.get("authorization") ?? undefined, adminToken, "changing");
+        const authorization = request.headers.get("authorization") ?? undefined;
+        if (access.admin) await access.admin(authorization, "changing", arrivedAt + requestTimeoutMs);
         const release = { coupon: params.name, user: params.user_id, release: true };
-        const result = await decide(request, "DELETE /api/coupons/{name}/claims/{user_id}", release);
+        const result = await decide(request, "DELETE /api/coupons/{name}/claims/{user_id}", arrivedAt, release);
         if (result.outcome !== "released") return refusal(result, params.name, set, path);
         markReplayed(set, result.replayed);
         return {
@@ -187,7 +193,11 @@ export function couponRoutes(deps: CouponRoutesDeps) {
           remaining_amount: result.remaining,
         };
       },
-      { params: ClaimParams, headers: IdempotencyHeaders(idempotencyKeyDoc), detail: releaseDocs },
+      {
+        params: ClaimParams,
+        headers: IdempotencyHeaders(idempotencyKeyDoc),
+        detail: secured.admin(releaseDocs, "changing", "/api/coupons/BLACK_FRIDAY/claims/user-42"),
+      },
     )
     .get(
       "/:name/claims/:user_id",

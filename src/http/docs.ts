@@ -16,8 +16,11 @@ const assets = new Map([
   ["swagger-ui.css", { path: cssPath, type: "text/css; charset=utf-8" }],
 ]);
 
-/** The docs routes, to `.use()` after every documented route's plugin is known. */
-export function docs() {
+/**
+ * The docs routes, to `.use()` after every documented route's plugin is known; `schemes`: security
+ * schemes beside adminToken (bearer JWTs, auth-docs.ts).
+ */
+export function docs(schemes: Record<string, object> = {}) {
   return new Elysia()
     .use(
       openapi({
@@ -55,6 +58,7 @@ export function docs() {
                 description:
                   "ADMIN_TOKEN, when the service is started with one; only creating and changing coupons need it",
               },
+              ...schemes,
             },
           },
         },

@@ -2,7 +2,7 @@
 // application/problem+json Response (RFC 9457). Whatever is thrown while handling a request, or
 // whatever a claim or create is refused with, is answered from here: never Elysia's 422 body, never a
 // plain-text 500, never driver text.
-import { AppError, type ErrorCode, fail, failures } from "../domain/errors";
+import { AppError, type ErrorCode, fail, failures, type TokenError } from "../domain/errors";
 import { detailOf, type Rejection, rejections } from "../domain/outcomes";
 import { errorFields, type Logger } from "../log";
 import { isDatabaseUnavailable } from "../store/errors";
@@ -12,6 +12,7 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = {
   VALIDATION_FAILED: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
+  FORBIDDEN_USER: 403,
   NOT_FOUND: 404,
   COUPON_NOT_FOUND: 404,
   CLAIM_NOT_FOUND: 404,
@@ -33,6 +34,7 @@ const titles: Record<ErrorCode, string> = {
   VALIDATION_FAILED: "Request validation failed",
   UNAUTHORIZED: "Authentication required",
   FORBIDDEN: "Not allowed",
+  FORBIDDEN_USER: "Not allowed for this user",
   NOT_FOUND: "Not found",
   COUPON_NOT_FOUND: "Coupon not found",
   CLAIM_NOT_FOUND: "Claim not found",
@@ -90,13 +92,19 @@ export interface ProblemContext {
   retryAfter?: number;
   /** The answer stored under the request's Idempotency-Key, given again: Idempotent-Replayed: true. */
   replayed?: boolean;
+  /** Why the bearer token given was refused: the challenge says so (RFC 6750, section 3). */
+  tokenError?: TokenError;
 }
 
 /** The headers of a problem answer, in the order they are written. */
 function problemHeaders(code: ErrorCode, context: ProblemContext): Record<string, string> {
   const headers: Record<string, string> = { "content-type": "application/problem+json" };
   if (context.retryAfter !== undefined) headers["retry-after"] = String(context.retryAfter);
-  if (code === "UNAUTHORIZED") headers["www-authenticate"] = 'Bearer realm="coupon-service"'; // RFC 9110
+  // RFC 9110's challenge; with RFC 6750's error when a token was given (invalid, or short of a scope).
+  if (code === "UNAUTHORIZED" || context.tokenError) {
+    const error = context.tokenError ? `, error="${context.tokenError}"` : "";
+    headers["www-authenticate"] = `Bearer realm="coupon-service"${error}`;
+  }
   if (context.requestId) headers["x-request-id"] = context.requestId;
   if (context.replayed) headers[REPLAYED_HEADER] = "true";
   return headers;
@@ -115,7 +123,8 @@ export function problemResponse(code: ErrorCode, detail: string, context: Proble
 
 /** Renders a thrown AppError as its problem response. */
 export function errorResponse(error: AppError, instance?: string, requestId?: string): Response {
-  return problemResponse(error.code, error.message, { instance, requestId, retryAfter: error.retryAfter });
+  const { retryAfter, tokenError } = error;
+  return problemResponse(error.code, error.message, { instance, requestId, retryAfter, tokenError });
 }
 
 /**

@@ -1,6 +1,7 @@
 // The docs UI as a developer uses it: real Chromium opens /docs on a running service, and "Try it out"
-// creates a coupon, claims it twice and reads it. Nothing may leave the machine: every request that is
-// not to the test's own server is aborted (and counted). Skipped only off CI on a machine without
+// creates a coupon, claims it twice and reads it; on a service with bearer JWTs (AUTH_*, an issuer in
+// this process), Authorize takes a user's JWT and the claim succeeds with it. Nothing may leave the
+// machine: every request that is not to the test's own servers is aborted (and counted). Skipped only off CI on a machine without
 // Chromium (`apt-get install chromium`); .ci/run installs it. CHROMIUM_PATH names another build.
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -9,6 +10,7 @@ import { join } from "node:path";
 import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { buildApp, listen } from "../support/app";
 import { createTestDatabase, type TestDatabase } from "../support/database";
+import { startIssuer, type TestIssuer } from "../support/issuer";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const runs = existsSync(CHROMIUM) || process.env.CI === "true";
@@ -20,11 +22,14 @@ let profile: string;
 let context: BrowserContext;
 let page: Page;
 const outside: string[] = [];
+/** The base URLs of the servers this file starts: the only places the browser may send to. */
+const ours: string[] = [];
 
 beforeAll(async () => {
   if (!runs) return;
   database = await createTestDatabase();
   server = listen(buildApp(database.handle.db).app);
+  ours.push(server.baseUrl);
   profile = mkdtempSync(join(tmpdir(), "chromium-profile-"));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -42,7 +47,7 @@ beforeAll(async () => {
   });
   await context.route("**/*", (route) => {
     const url = route.request().url();
-    if (url.startsWith(`${server.baseUrl}/`)) return route.continue();
+    if (ours.some((base) => url.startsWith(`${base}/`))) return route.continue();
     outside.push(url);
     return route.abort();
   });
@@ -59,8 +64,8 @@ afterAll(async () => {
 });
 
 /** The operation's block in the UI (Swagger UI names it by tag and operationId), opened, with Try it out on. */
-async function tryItOut(operationId: string): Promise<Locator> {
-  const operation = page.locator(`#operations-coupons-${operationId}`);
+async function tryItOut(operationId: string, on: Page = page): Promise<Locator> {
+  const operation = on.locator(`#operations-coupons-${operationId}`);
   if (!(await operation.locator(".try-out__btn").isVisible())) await operation.locator(".opblock-summary").click();
   const button = operation.locator(".try-out__btn");
   if ((await button.textContent())?.trim() === "Try it out") await button.click();
@@ -160,8 +165,64 @@ describe.skipIf(!runs)("Swagger UI at /docs, in Chromium", () => {
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({ coupon_name: "BLACK_FRIDAY", user_id: "user-42", remaining_amount: 100 });
   }, 30_000);
+});
 
-  it("sent nothing anywhere but the service", () => {
+describe.skipIf(!runs)("Swagger UI at /docs with bearer JWTs, in Chromium", () => {
+  let issuer: TestIssuer;
+  let jwtDatabase: TestDatabase;
+  let jwtServer: ReturnType<typeof listen>;
+  let jwtPage: Page;
+  beforeAll(async () => {
+    issuer = await startIssuer();
+    jwtDatabase = await createTestDatabase();
+    jwtServer = listen(buildApp(jwtDatabase.handle.db, { tokens: issuer.verifier() }).app);
+    ours.push(jwtServer.baseUrl);
+    const created = await fetch(`${jwtServer.baseUrl}/api/coupons`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "BLACK_FRIDAY", amount: 10 }),
+    });
+    expect(created.status).toBe(201);
+    jwtPage = await context.newPage();
+    await jwtPage.goto(`${jwtServer.baseUrl}/docs`);
+    await jwtPage.locator(".opblock").first().waitFor({ timeout: 15_000 });
+  }, 30_000);
+  afterAll(async () => {
+    await jwtPage?.close();
+    await jwtServer?.stop();
+    await jwtDatabase?.drop();
+    await issuer?.stop();
+  });
+
+  it("answers a claim sent without authorizing 401 UNAUTHORIZED", async () => {
+    const answer = await execute(await tryItOut("postApiCouponsClaim", jwtPage));
+    expect([answer.status, answer.body.code]).toEqual([401, "UNAUTHORIZED"]);
+  }, 30_000);
+
+  it("authorizes with the example user's JWT in the user's scheme, and claims: 201", async () => {
+    await jwtPage.locator(".btn.authorize").first().click();
+    const scheme = jwtPage.locator(".auth-container", { hasText: "userJwt" });
+    await scheme.locator("input").fill(await issuer.mint("user-42"));
+    await scheme.locator("button.authorize").click();
+    await scheme.locator("h6", { hasText: "Authorized" }).waitFor();
+    await jwtPage.locator(".close-modal").click();
+    const answer = await execute(await tryItOut("postApiCouponsClaim", jwtPage));
+    expect(answer.status).toBe(201);
+    expect(answer.body).toMatchObject({ user_id: "user-42", coupon_name: "BLACK_FRIDAY" });
+  }, 30_000);
+
+  it("refuses the same JWT for another user with 403 FORBIDDEN_USER", async () => {
+    const claim = await tryItOut("postApiCouponsClaim", jwtPage);
+    await claim
+      .locator("textarea.body-param__text")
+      .fill(JSON.stringify({ user_id: "user-43", coupon_name: "BLACK_FRIDAY" }));
+    const answer = await execute(claim);
+    expect([answer.status, answer.body.code]).toEqual([403, "FORBIDDEN_USER"]);
+  }, 30_000);
+});
+
+describe.skipIf(!runs)("the browser", () => {
+  it("sent nothing anywhere but the test's services", () => {
     expect(outside).toEqual([]);
   });
 });

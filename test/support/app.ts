@@ -4,6 +4,7 @@ import { createApp } from "../../src/app";
 import { durationMs, loadConfig } from "../../src/config";
 import { type ClaimerOptions, createClaimer } from "../../src/engine/claimer";
 import type { ReceiptSigner } from "../../src/identity/receipts";
+import type { TokenVerifier } from "../../src/identity/tokens";
 import { createLogger, type Logger, type RequestLogMode } from "../../src/log";
 import { createMetrics } from "../../src/metrics/metrics";
 import type { Database } from "../../src/store/database";
@@ -23,6 +24,8 @@ export interface TestAppOptions extends Partial<Omit<ClaimerOptions, "tracing">>
   tracing?: Tracing;
   logRequests?: RequestLogMode;
   receipts?: ReceiptSigner;
+  /** Bearer JWTs (AUTH_*): test/support/issuer.ts makes a verifier of its tokens. */
+  tokens?: TokenVerifier;
 }
 
 /** The settings as main.ts reads them, from an empty environment: every default as ConfigSchema gives it. */
@@ -67,6 +70,7 @@ export function buildApp(db: Database, options: TestAppOptions = {}) {
     readSlots: options.readSlots ?? createReadSlots(defaults.COUPON_READ_STREAMS_MAX),
     tracing: options.tracing,
     receipts: options.receipts,
+    tokens: options.tokens,
   });
   return { app, claimer, metrics };
 }
