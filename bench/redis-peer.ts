@@ -7,7 +7,8 @@
 // Run alone: `REDIS_URL=redis://127.0.0.1:6379 PORT=3100 bun bench/redis-peer.ts`.
 import { RedisClient } from "bun";
 
-// KEYS: the coupon's stock, its holders. ARGV: the user. Atomic: Redis runs one script at a time.
+// KEYS: the coupon's stock, its holders. ARGV: the user. Atomic: Redis runs one script at a time. A win
+// answers its seq, the number of holders with it (the peer has no release, so no number is reused).
 const CLAIM = `
 local stock = redis.call('GET', KEYS[1])
 if not stock then return 'not_found' end
@@ -15,7 +16,7 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 'already_claimed' 
 if tonumber(stock) <= 0 then return 'sold_out' end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('DECR', KEYS[1])
-return 'created'`;
+return redis.call('SCARD', KEYS[2])`;
 
 // KEYS: the coupon's stock. ARGV: the amount.
 const CREATE = `if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 'created' end return 'exists'`;
@@ -93,8 +94,13 @@ export async function startRedisPeer(redisUrl: string, port = 0, prefix = "peer"
             return problem("invalid", "/api/coupons/claim", id);
           const coupon = body.coupon_name;
           const outcome = await redis.send("EVALSHA", [claimSha, "2", stock(coupon), holders(coupon), body.user_id]);
-          if (outcome !== "created") return problem(outcome as keyof typeof problems, "/api/coupons/claim", id);
-          const claimed = { user_id: body.user_id, coupon_name: coupon, claimed_at: new Date().toISOString() };
+          if (typeof outcome !== "number") return problem(outcome as keyof typeof problems, "/api/coupons/claim", id);
+          const claimed = {
+            user_id: body.user_id,
+            coupon_name: coupon,
+            claimed_at: new Date().toISOString(),
+            seq: outcome,
+          };
           return json(claimed, 201, id);
         },
       },
