@@ -6,12 +6,12 @@ import postgres from "postgres";
 import type { AppError } from "../../src/domain/errors";
 import { readClaim } from "../../src/store/claim-read";
 import { decideBatch } from "../../src/store/claims";
-import { openPglite } from "../../src/store/client";
 import { createCoupon } from "../../src/store/coupons";
 import type { Database } from "../../src/store/database";
 import * as schema from "../../src/store/schema";
 import { claimsBy, releaseOf } from "../support/coupons";
 import { createTestDatabase, type TestDatabase } from "../support/database";
+import { drivers } from "../support/drivers";
 
 const soon = () => performance.now() + 10_000;
 
@@ -22,24 +22,6 @@ async function decidedAt(db: Database, coupon: string, user: string, release = f
   if (!decision?.decidedAt) throw new Error(`${user} on ${coupon}: ${decision?.outcome}, not decided`);
   return decision.decidedAt;
 }
-
-const drivers: [string, () => Promise<{ db: Database; close: () => Promise<void> }>][] = [
-  [
-    "PostgreSQL",
-    async () => {
-      const database = await createTestDatabase();
-      return { db: database.handle.db, close: () => database.drop() };
-    },
-  ],
-  [
-    "PGlite",
-    async () => {
-      const handle = await openPglite("memory://");
-      await handle.migrate();
-      return { db: handle.db, close: () => handle.close() };
-    },
-  ],
-];
 
 describe.each(drivers)("readClaim on %s", (_driver, open) => {
   let db: Database;

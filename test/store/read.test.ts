@@ -13,7 +13,7 @@ import { type ClaimerPages, type CouponRead, readCoupon } from "../../src/store/
 import { createReadSlots, type ReadSlots } from "../../src/store/read-slots";
 import { buildApp } from "../support/app";
 import { fenceOf } from "../support/coupons";
-import { createTestDatabase } from "../support/database";
+import { drivers } from "../support/drivers";
 import { type Client, client } from "../support/http";
 
 // User ids a hand-written JSON encoder gets wrong; each is a valid id for the API.
@@ -78,24 +78,6 @@ async function bytesOf(answer: unknown): Promise<Buffer> {
 
 const expectedBytes = (name: string, amount: number, users: string[]) =>
   Buffer.from(JSON.stringify({ name, amount, remaining_amount: amount - users.length, claimed_by: users }));
-
-const drivers: [string, () => Promise<{ db: Database; close: () => Promise<void> }>][] = [
-  [
-    "PostgreSQL",
-    async () => {
-      const database = await createTestDatabase();
-      return { db: database.handle.db, close: () => database.drop() };
-    },
-  ],
-  [
-    "PGlite",
-    async () => {
-      const handle = await openPglite("memory://");
-      await handle.migrate();
-      return { db: handle.db, close: () => handle.close() };
-    },
-  ],
-];
 
 describe.each(drivers)("readCoupon on %s", (_driver, open) => {
   let db: Database;
