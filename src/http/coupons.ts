@@ -145,7 +145,7 @@ export function couponRoutes(deps: CouponRoutesDeps) {
           seq: result.seq,
         };
         if (!receipts) return claimed;
-        const receipt = receipts.sign({ ...claim, seq: result.seq, claimedAt: result.decidedAt });
+        const receipt = await receipts.sign({ ...claim, seq: result.seq, claimedAt: result.decidedAt });
         return { ...claimed, receipt };
       },
       {

@@ -16,7 +16,7 @@ export interface ReceiptClaim {
 
 /** Signs receipts; `jwks` is what GET /.well-known/jwks.json publishes. */
 export interface ReceiptSigner {
-  sign(claim: ReceiptClaim): string;
+  sign(claim: ReceiptClaim): Promise<string>;
   readonly jwks: { keys: PublicJwk[] };
 }
 
@@ -53,7 +53,13 @@ export function createReceiptSigner(keys: ReceiptKeys, { issuer, ttlMs }: Receip
         jti: receiptId(issuer, coupon, seq),
       };
       const input = `${header}.${base64url(JSON.stringify(claims))}`;
-      return `${input}.${sign(null, Buffer.from(input), keys.signing.key).toString("base64url")}`;
+      // The callback form signs on the runtime's thread pool: the event loop only hands the work over
+      // (about 1 µs instead of 20 µs here), which in embedded mode is also PGlite's thread.
+      return new Promise((resolve, reject) =>
+        sign(null, Buffer.from(input), keys.signing.key, (error, signature) =>
+          error ? reject(error) : resolve(`${input}.${signature.toString("base64url")}`),
+        ),
+      );
     },
   };
 }

@@ -13,7 +13,7 @@ const verify = (receipt: string, jwks = keys.published) =>
 
 describe("createReceiptSigner", () => {
   it("signs {iss, sub, coupon, seq, iat, jti} with EdDSA under the signing key's kid", async () => {
-    const receipt = createReceiptSigner(keys, { issuer: "shop" }).sign(claim);
+    const receipt = await createReceiptSigner(keys, { issuer: "shop" }).sign(claim);
     expect(decodeProtectedHeader(receipt)).toEqual({ alg: "EdDSA", typ: "JWT", kid: "k1" });
     const { payload } = await verify(receipt);
     expect(payload).toEqual({
@@ -26,18 +26,18 @@ describe("createReceiptSigner", () => {
     });
   });
 
-  it("gives the same claim the same receipt, and another claim another id", () => {
+  it("gives the same claim the same receipt, and another claim another id", async () => {
     const signer = createReceiptSigner(keys, { issuer: "shop" });
-    expect(signer.sign({ ...claim })).toBe(signer.sign(claim));
+    expect(await signer.sign({ ...claim })).toBe(await signer.sign(claim));
     expect(receiptId("shop", "BLACK_FRIDAY", 8)).not.toBe(receiptId("shop", "BLACK_FRIDAY", 7));
     expect(receiptId("shop", "OTHER", 7)).not.toBe(receiptId("shop", "BLACK_FRIDAY", 7));
   });
 
   it("sets exp RECEIPT_TTL after iat, and jose refuses the receipt once it has passed", async () => {
-    const receipt = createReceiptSigner(keys, { issuer: "shop", ttlMs: 90_000 }).sign(claim);
+    const receipt = await createReceiptSigner(keys, { issuer: "shop", ttlMs: 90_000 }).sign(claim);
     const { payload } = await verify(receipt, keys.published).catch(() => ({ payload: undefined }));
     expect(payload).toBeUndefined(); // 2026-11-27 + 90 s is long past
-    const fresh = createReceiptSigner(keys, { issuer: "shop", ttlMs: 90_000 }).sign({
+    const fresh = await createReceiptSigner(keys, { issuer: "shop", ttlMs: 90_000 }).sign({
       ...claim,
       claimedAt: new Date(),
     });
@@ -46,7 +46,7 @@ describe("createReceiptSigner", () => {
   });
 
   it("makes receipts that fail verification once tampered with, or against another key", async () => {
-    const receipt = createReceiptSigner(keys, { issuer: "shop" }).sign(claim);
+    const receipt = await createReceiptSigner(keys, { issuer: "shop" }).sign(claim);
     const [header, payload, signature] = receipt.split(".") as [string, string, string];
     const forged = Buffer.from(
       JSON.stringify({ ...JSON.parse(Buffer.from(payload, "base64url").toString()), sub: "mallory" }),
