@@ -4,7 +4,7 @@
 // still verify. Embedded mode with none configured makes one on its first start and keeps it in
 // DATA_DIR. No error or log line ever carries private key material: messages name keys by their kid.
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
-import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { invalidConfiguration } from "../config";
 
@@ -42,7 +42,8 @@ const refused = (source: string, problem: string) => invalidConfiguration([`${so
 interface ParsedKey {
   kid: string;
   x: string;
-  d?: string;
+  /** The private key, when the JWK holds one (imported once, to check it, and kept to sign with). */
+  privateKey?: KeyObject;
 }
 
 /** One JWK of the set, checked: an Ed25519 key with a kid, and a private part that matches its public one. */
@@ -62,12 +63,10 @@ function parseKey(value: unknown, index: number, source: string): ParsedKey {
   if (jwk.d === undefined) return { kid: jwk.kid, x: jwk.x };
   if (typeof jwk.d !== "string" || !BASE64URL_32.test(jwk.d))
     throw refused(source, `${named} has an invalid "d" (32 bytes, base64url)`);
-  const derived = createPublicKey(
-    createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d }, format: "jwk" }),
-  );
-  if (derived.export({ format: "jwk" }).x !== jwk.x)
+  const privateKey = createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d }, format: "jwk" });
+  if (createPublicKey(privateKey).export({ format: "jwk" }).x !== jwk.x)
     throw refused(source, `${named}: its private part ("d") does not belong to its public part ("x")`);
-  return { kid: jwk.kid, x: jwk.x, d: jwk.d };
+  return { kid: jwk.kid, x: jwk.x, privateKey };
 }
 
 /**
@@ -89,12 +88,12 @@ export function parseReceiptKeys(text: string, signingKid: string | undefined, s
     if (kids.has(kid)) throw refused(source, `two keys share the kid "${kid}"`);
     kids.add(kid);
   }
-  const privates = keys.filter((key) => key.d !== undefined);
+  const privates = keys.filter((key) => key.privateKey !== undefined);
   const signing = signingKid === undefined ? privates : keys.filter((key) => key.kid === signingKid);
   if (signingKid !== undefined && signing.length === 0)
     throw refused(source, `RECEIPT_SIGNING_KEY names "${signingKid}", which is not in the set`);
   const [chosen] = signing;
-  if (!chosen?.d) {
+  if (!chosen?.privateKey) {
     throw refused(
       source,
       signingKid === undefined
@@ -105,10 +104,7 @@ export function parseReceiptKeys(text: string, signingKid: string | undefined, s
   if (signing.length > 1)
     throw refused(source, `${signing.length} private keys: name the one that signs with RECEIPT_SIGNING_KEY`);
   return {
-    signing: {
-      kid: chosen.kid,
-      key: createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", x: chosen.x, d: chosen.d }, format: "jwk" }),
-    },
+    signing: { kid: chosen.kid, key: chosen.privateKey },
     published: keys.map(({ kid, x }) => ({ kty: "OKP", crv: "Ed25519", x, kid, alg: "EdDSA", use: "sig" })),
   };
 }
@@ -133,7 +129,6 @@ async function generatedKeys(dataDir: string): Promise<{ text: string; path: str
   const partial = `${path}.${process.pid}.partial`;
   const text = generateReceiptKeys();
   await writeFile(partial, text, { mode: 0o600 });
-  await chmod(partial, 0o600);
   await rename(partial, path);
   return { text, path };
 }
