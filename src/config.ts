@@ -265,6 +265,18 @@ function authProblems(candidate: Record<string, unknown>, raw: Record<string, st
   return problems;
 }
 
+/** What is wrong with the RECEIPT_* settings taken together: one source of keys, and keys to name. */
+function receiptProblems(raw: Record<string, string>): string[] {
+  const problems: string[] = [];
+  if (raw.RECEIPT_KEYS && raw.RECEIPT_KEYS_FILE)
+    problems.push("RECEIPT_KEYS and RECEIPT_KEYS_FILE: set one of them, not both");
+  if (raw.RECEIPT_SIGNING_KEY && !raw.RECEIPT_KEYS && !raw.RECEIPT_KEYS_FILE)
+    problems.push(
+      `RECEIPT_SIGNING_KEY=${shown("RECEIPT_SIGNING_KEY", raw.RECEIPT_SIGNING_KEY)}: names a key, but neither RECEIPT_KEYS nor RECEIPT_KEYS_FILE is set`,
+    );
+  return problems;
+}
+
 /** Reads and validates the configuration; throws one Error listing every invalid variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const raw: Record<string, string> = {};
@@ -299,13 +311,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       problems.push(`${key}=${shown(key, raw[key])}: ${URL_EXPECTED}`);
     }
   }
-  if (raw.RECEIPT_KEYS && raw.RECEIPT_KEYS_FILE)
-    problems.push("RECEIPT_KEYS and RECEIPT_KEYS_FILE: set one of them, not both");
-  if (raw.RECEIPT_SIGNING_KEY && !raw.RECEIPT_KEYS && !raw.RECEIPT_KEYS_FILE)
-    problems.push(
-      `RECEIPT_SIGNING_KEY=${shown("RECEIPT_SIGNING_KEY", raw.RECEIPT_SIGNING_KEY)}: names a key, but neither RECEIPT_KEYS nor RECEIPT_KEYS_FILE is set`,
-    );
-  problems.push(...authProblems(candidate, raw));
+  problems.push(...receiptProblems(raw), ...authProblems(candidate, raw));
   if (problems.length > 0) throw invalidConfiguration(problems);
   return candidate as Config;
 }
